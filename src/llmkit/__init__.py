@@ -1,0 +1,19 @@
+"""llmkit: a local-first LLM engineering toolkit.
+
+    >>> import llmkit as lk
+    >>> m = lk.model()                      # embedded SmolLM2-135M-Instruct, offline
+    >>> m.chat([lk.user("Capital of France?")], temperature=0).text
+"""
+from .core import (AuthenticationError, Chunk, Completion, ConfigError, ContextLengthError, LLMKitError, Message,
+                   ModelInfo, ProviderError, RateLimitError, Sampling, TokenLogprob, Tool, ToolCall,
+                   UnsupportedParameterError, Usage, assistant, system, tool, user)
+from .models import Model, model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "model", "Model", "Message", "ToolCall", "Tool", "Sampling", "Completion", "Chunk", "Usage", "TokenLogprob",
+    "ModelInfo", "system", "user", "assistant", "tool",
+    "LLMKitError", "ConfigError", "ProviderError", "AuthenticationError", "RateLimitError",
+    "ContextLengthError", "UnsupportedParameterError",
+]

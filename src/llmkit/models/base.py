@@ -1,0 +1,257 @@
+"""The ``Model`` protocol every backend honours, and the tracing wrapped around each call.
+
+A backend subclasses :class:`Model` and implements ``_chat`` and ``_stream`` (and, if it
+can, ``_complete`` and ``count_tokens``). The public methods normalise input once,
+check sampling fields against what the backend supports, and record a span per call.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Iterator
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..core import tracing
+from ..core.errors import ConfigError, UnsupportedParameterError
+from ..core.sampling import Sampling, make_sampling
+from ..core.types import Chunk, Completion, Message, ModelInfo, Tool, Usage, as_messages
+
+
+class Options(BaseModel):
+    """Base of each backend's options: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parse(cls, backend: str, options: dict[str, Any]) -> "Options":
+        try:
+            return cls(**options)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                raise ConfigError(f"{backend} has no option {field!r}; accepted: {', '.join(cls.model_fields)}") from None
+            raise ConfigError(f"{backend} option {field}={err.get('input')!r} is invalid: {err['msg']}") from None
+
+
+def as_tools(tools: list[Any] | None) -> list[Tool] | None:
+    """Accept Tool objects, plain dicts, or OpenAI-style ``{"type": "function", "function": {...}}``."""
+    if not tools:
+        return None
+    out = []
+    for t in tools:
+        if isinstance(t, Tool):
+            out.append(t)
+        elif isinstance(t, dict):
+            spec = t.get("function", t) if t.get("type") == "function" else t
+            try:
+                out.append(Tool(**spec))
+            except ValidationError as e:
+                raise ConfigError(f"tool {t!r} is invalid: {e.errors()[0]['msg']}") from None
+        else:
+            raise ConfigError(f"tool {t!r} must be an llmkit Tool or a dict with name/description/parameters")
+    return out
+
+
+def check_tool_choice(tool_choice: str | None, tools: list[Tool] | None) -> str | None:
+    if tool_choice is None:
+        return None
+    names = [t.name for t in tools or []]
+    if tool_choice in ("auto", "none", "required") or tool_choice in names:
+        return tool_choice
+    raise ConfigError(f"tool_choice={tool_choice!r} is not 'auto', 'none', 'required' or a tool name ({', '.join(names) or 'no tools given'})")
+
+
+class Model:
+    """One model behind one API. Get one with ``llmkit.model(spec)``.
+
+    Example:
+        >>> import llmkit as lk
+        >>> m = lk.model()
+        >>> m.chat([lk.user("Capital of France?")], temperature=0, max_tokens=16).text
+    """
+
+    provider: str = "base"
+    #: Sampling fields this backend honours; any other field that is set raises.
+    supported: frozenset[str] = frozenset()
+    capabilities: tuple[str, ...] = ("chat", "stream")
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:  # never shows keys
+        return f"<{type(self).__name__} {self.provider}:{self.name}>"
+
+    # --- what a backend implements -------------------------------------------------------
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
+        raise NotImplementedError
+
+    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def _complete(self, prompt: str, s: Sampling) -> Completion:
+        raise UnsupportedParameterError("complete", self.provider, "this backend only offers chat")
+
+    def count_tokens(self, text: str | list[Message] | Message) -> int:
+        """Tokens in a string, or in a conversation as the model will see it."""
+        raise UnsupportedParameterError("count_tokens", self.provider)
+
+    @property
+    def context_length(self) -> int | None:
+        return None
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(provider=self.provider, name=self.name, context_length=self.context_length,
+                         capabilities=list(self.capabilities))
+
+    # --- the public API -------------------------------------------------------------------
+    def chat(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
+             tool_choice: str | None = None, **fields: Any) -> Completion:
+        """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords."""
+        msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
+        with _CallSpan(self, "chat", msgs, s, tools) as call:
+            c = self._chat(msgs, s, tools, tool_choice)
+            call.finish(c)
+        return c
+
+    def stream(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
+               tool_choice: str | None = None, **fields: Any) -> Iterator[Chunk]:
+        """Answer a conversation chunk by chunk; the last chunk carries finish_reason and usage."""
+        msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
+        return self._traced_stream(msgs, s, tools, tool_choice)
+
+    def complete(self, prompt: str, *, sampling: Sampling | dict | None = None, **fields: Any) -> Completion:
+        """Continue a raw prompt, with no chat template."""
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        s = make_sampling(sampling, **fields)
+        s.check(self.provider, self.supported)
+        with _CallSpan(self, "text_completion", prompt, s, None) as call:
+            c = self._complete(prompt, s)
+            call.finish(c)
+        return c
+
+    async def achat(self, messages: Any, **kw: Any) -> Completion:
+        """Async twin of :meth:`chat` (runs the call off the event loop)."""
+        return await asyncio.to_thread(self.chat, messages, **kw)
+
+    async def astream(self, messages: Any, **kw: Any) -> AsyncIterator[Chunk]:
+        """Async twin of :meth:`stream`."""
+        it = self.stream(messages, **kw)
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, it, done)
+            if chunk is done:
+                return
+            yield chunk
+
+    # --- shared plumbing --------------------------------------------------------------------
+    def _prepare(self, messages, sampling, tools, tool_choice, fields):
+        msgs = as_messages(messages)
+        s = make_sampling(sampling, **fields)
+        s.check(self.provider, self.supported)
+        tools = as_tools(tools)
+        if tools and "tools" not in self.capabilities:
+            raise UnsupportedParameterError("tools", self.provider, "this backend cannot call tools yet")
+        return msgs, s, tools, check_tool_choice(tool_choice, tools)
+
+    def _traced_stream(self, msgs, s, tools, tool_choice) -> Iterator[Chunk]:
+        call = _CallSpan(self, "chat", msgs, s, tools, current=False)
+        call.__enter__()
+        text, last, calls, first = [], None, [], None
+        try:
+            for chunk in self._stream(msgs, s, tools, tool_choice):
+                if first is None and (chunk.text or chunk.tool_calls):
+                    first = time.perf_counter()
+                text.append(chunk.text)
+                calls += chunk.tool_calls
+                last = chunk
+                yield chunk
+        except GeneratorExit:  # the caller stopped reading: not an error
+            call.attrs["llmkit.cancelled"] = True
+            call.finish(Completion(text="".join(text), finish_reason=None, tool_calls=calls))
+            call.__exit__(None, None, None)
+            raise
+        except BaseException as e:
+            call.__exit__(type(e), e, e.__traceback__)
+            raise
+        if first is not None:
+            call.attrs["llmkit.time_to_first_token_s"] = first - call.t0
+        call.finish(Completion(text="".join(text), finish_reason=last.finish_reason if last else None,
+                               usage=(last.usage if last and last.usage else Usage()), tool_calls=calls))
+        call.__exit__(None, None, None)
+
+
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "cohere": "cohere"}
+
+
+class _CallSpan:
+    """Records one model call as a GenAI span: request attributes at the start, the
+    response (text, usage, finish reason, latency) at the end, the error if it fails."""
+
+    def __init__(self, model: Model, op: str, inputs: Any, s: Sampling, tools: list[Tool] | None, current: bool = True):
+        self.model, self.op, self.current = model, op, current
+        self.attrs: dict[str, Any] = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": PROVIDER_NAMES.get(model.provider, model.provider),
+            "gen_ai.request.model": model.name,
+            "llmkit.provider": model.provider,
+            "gen_ai.request.temperature": s.temperature, "gen_ai.request.top_p": s.top_p,
+            "gen_ai.request.top_k": s.top_k, "gen_ai.request.max_tokens": s.max_tokens,
+            "gen_ai.request.frequency_penalty": s.frequency_penalty,
+            "gen_ai.request.presence_penalty": s.presence_penalty,
+            "gen_ai.request.stop_sequences": s.stop, "gen_ai.request.seed": s.seed,
+            "llmkit.sampling": s.set_fields(),
+        }
+        if tracing.record_content():
+            if isinstance(inputs, str):
+                self.attrs["llmkit.prompt"] = inputs
+            else:
+                self.attrs["gen_ai.input.messages"] = [m.model_dump(exclude_defaults=True) for m in inputs]
+            if tools:
+                self.attrs["gen_ai.tool.definitions"] = [t.model_dump() for t in tools]
+
+    def __enter__(self) -> "_CallSpan":
+        self.t0 = time.perf_counter()
+        self.enabled = tracing.enabled()
+        if self.enabled:
+            name = f"{self.op} {self.model.name}"
+            if self.current:
+                self._cm = tracing.span(name, kind="CLIENT")
+                self.span = self._cm.__enter__()
+            else:  # a stream: not made current, since its generator yields to the caller
+                from opentelemetry.trace import SpanKind
+
+                self._cm, self.span = None, tracing.tracer().start_span(name, kind=SpanKind.CLIENT)
+        return self
+
+    def finish(self, c: Completion) -> None:
+        self.attrs.update({
+            "gen_ai.usage.input_tokens": c.usage.input_tokens,
+            "gen_ai.usage.output_tokens": c.usage.output_tokens,
+            "gen_ai.response.finish_reasons": [c.finish_reason] if c.finish_reason else None,
+            "gen_ai.response.model": c.model or None,
+        })
+        if tracing.record_content():
+            msg = {"role": "assistant", "content": c.text}
+            if c.tool_calls:
+                msg["tool_calls"] = [t.model_dump() for t in c.tool_calls]
+            self.attrs["gen_ai.output.messages"] = [msg]
+
+    def __exit__(self, et, e, tb) -> None:
+        if not self.enabled:
+            return
+        self.attrs["llmkit.latency_s"] = time.perf_counter() - self.t0
+        self.span.set_attributes(tracing.clean(self.attrs))
+        if self._cm is not None:
+            self._cm.__exit__(et, e, tb)
+            return
+        if e is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            self.span.set_attribute("error.type", type(e).__name__)
+            self.span.record_exception(e)
+            self.span.set_status(Status(StatusCode.ERROR, str(e)[:2000]))
+        self.span.end()
