@@ -29,6 +29,7 @@ from .settings import flag, home
 
 _lock = threading.Lock()
 _tracer = None
+_provider = None
 _disabled = False
 
 SCHEMA = """
@@ -115,7 +116,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def tracer():
     """The llmkit tracer, created on first use (OpenTelemetry is imported only then)."""
-    global _tracer
+    global _tracer, _provider
     if _tracer is None:
         with _lock:
             if _tracer is None:
@@ -132,18 +133,25 @@ def tracer():
                     url = endpoint.rstrip("/")
                     url = url if url.endswith("/v1/traces") else url + "/v1/traces"
                     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
-                _tracer = provider.get_tracer("llmkit")
+                _provider, _tracer = provider, provider.get_tracer("llmkit")
                 import atexit
 
                 atexit.register(provider.shutdown)  # flush the OTLP batch on exit
     return _tracer
 
 
+def flush(timeout_ms: int = 10_000) -> bool:
+    """Push any batched spans to the OTLP collector now (the SQLite store is written at once)."""
+    return _provider.force_flush(timeout_ms) if _provider is not None else True
+
+
 def reset() -> None:
-    """Forget the tracer so the next span re-reads the environment (OTLP endpoint)."""
-    global _tracer
+    """Flush and forget the tracer, so the next span re-reads the environment (OTLP endpoint)."""
+    global _tracer, _provider
     with _lock:
-        _tracer = None
+        if _provider is not None:
+            _provider.shutdown()
+        _tracer = _provider = None
 
 
 class _NoSpan:
