@@ -32,7 +32,8 @@ class Options(BaseModel):
             field = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 raise ConfigError(f"{backend} has no option {field!r}; accepted: {', '.join(cls.model_fields)}") from None
-            raise ConfigError(f"{backend} option {field}={err.get('input')!r} is invalid: {err['msg']}") from None
+            shown = "***" if "key" in field or "token" in field else repr(err.get("input"))  # never echo a secret
+            raise ConfigError(f"{backend} option {field}={shown} is invalid: {err['msg']}") from None
 
 
 def as_tools(tools: list[Any] | None) -> list[Tool] | None:
@@ -184,7 +185,9 @@ class Model:
         call.__exit__(None, None, None)
 
 
-PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "cohere": "cohere"}
+# llmkit provider → the GenAI semantic conventions' gen_ai.provider.name (others pass through)
+PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "cohere": "cohere",
+                  "mistral": "mistral_ai", "local": "llama.cpp", "llamacpp": "llama.cpp", "hf": "transformers"}
 
 
 class _CallSpan:
