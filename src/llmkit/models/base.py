@@ -77,9 +77,21 @@ class Model:
     #: Sampling fields this backend honours; any other field that is set raises.
     supported: frozenset[str] = frozenset()
     capabilities: tuple[str, ...] = ("chat", "stream")
+    #: Secrets (API keys) that must never show in an error or a trace; remote backends set it.
+    _secrets: tuple[str, ...] = ()
 
     def __init__(self, name: str):
         self.name = name
+
+    def _hide_secrets(self, e: BaseException) -> None:
+        """Replace any secret in an error with ***, in case a server or proxy echoes the key."""
+        for key in self._secrets:
+            if len(key) < 8:  # a toy key like "x" would mangle ordinary words, and guards nothing
+                continue
+            e.args = tuple(a.replace(key, "***") if isinstance(a, str) else a for a in e.args)
+            for attr in ("message", "body"):
+                if isinstance(getattr(e, attr, None), str):
+                    setattr(e, attr, getattr(e, attr).replace(key, "***"))
 
     def __repr__(self) -> str:  # never shows keys
         return f"<{type(self).__name__} {self.provider}:{self.name}>"
@@ -113,7 +125,11 @@ class Model:
         """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords."""
         msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
         with _CallSpan(self, "chat", msgs, s, tools) as call:
-            c = self._chat(msgs, s, tools, tool_choice)
+            try:
+                c = self._chat(msgs, s, tools, tool_choice)
+            except Exception as e:
+                self._hide_secrets(e)
+                raise
             call.finish(c)
         return c
 
@@ -130,7 +146,11 @@ class Model:
         s = make_sampling(sampling, **fields)
         s.check(self.provider, self.supported)
         with _CallSpan(self, "text_completion", prompt, s, None) as call:
-            c = self._complete(prompt, s)
+            try:
+                c = self._complete(prompt, s)
+            except Exception as e:
+                self._hide_secrets(e)
+                raise
             call.finish(c)
         return c
 
@@ -176,6 +196,7 @@ class Model:
             call.__exit__(None, None, None)
             raise
         except BaseException as e:
+            self._hide_secrets(e)
             call.__exit__(type(e), e, e.__traceback__)
             raise
         if first is not None:

@@ -62,6 +62,7 @@ class CohereModel(Model):
         super().__init__(name)
         opts = RemoteOptions.parse(self.provider, options)
         key = resolve_key(opts, NATIVE["cohere"], self.provider)  # fail at construction, not on the first call
+        self._secrets = (key,)  # never shown in errors or traces, even if a proxy echoes it
         base_url = opts.base_url or os.environ.get("CO_API_URL") or BASE_URL
         self.http = HTTP(self.provider, base_url, {"authorization": f"Bearer {key}"}, opts)
 

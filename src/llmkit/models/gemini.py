@@ -71,6 +71,7 @@ class GeminiModel(Model):
         super().__init__(name)
         opts = RemoteOptions.parse(self.provider, options)
         key = resolve_key(opts, NATIVE["gemini"], self.provider)  # fail at construction, not on the first call
+        self._secrets = (key,)  # never shown in errors or traces, even if a proxy echoes it
         base_url = opts.base_url or os.environ.get("GEMINI_BASE_URL") or BASE_URL
         self.http = HTTP(self.provider, base_url, {"x-goog-api-key": key}, opts)
         self.resource = name if "/" in name else f"models/{name}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from pydantic import SecretStr
 
-from ..core.errors import ConfigError, ContextLengthError, ProviderError, UnsupportedParameterError
+from ..core.errors import ConfigError, ProviderError, UnsupportedParameterError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Tool, ToolCall, Usage
 from ._http import HTTP, RemoteOptions, loads, resolve_key
@@ -118,7 +117,7 @@ class OpenAIModel(Model):
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url={self.base_url!r} must start with http:// or https://")
         key = resolve_key(opts, p.key_env, preset, required=p.key_required)
-        self._key = SecretStr(key) if key else None  # SecretStr: never printed by accident
+        self._secrets = (key,) if key else ()  # never shown in errors or traces, even if echoed back
         headers = {"authorization": f"Bearer {key}"} if key else {}
         self._http = HTTP(preset, self.base_url, headers, opts)
 
@@ -156,17 +155,16 @@ class OpenAIModel(Model):
 
     # --- the Model protocol ----------------------------------------------------------------
     def _chat(self, messages, s, tools, tool_choice) -> Completion:
-        with self._keyless_errors():
-            data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice))
-            choice = self._choice(data)
-            msg = choice.get("message")
-            if not isinstance(msg, dict):
-                raise self._malformed("choices[0].message is missing", data)
-            lp = choice.get("logprobs") or {}
-            return Completion(text=msg.get("content") or "", finish_reason=FINISH.get(choice.get("finish_reason")),
-                              usage=usage(data.get("usage")), logprobs=chat_logprobs(lp) if lp else None,
-                              tool_calls=self._tool_calls(msg.get("tool_calls") or []),
-                              model=data.get("model") or self.name, provider=self.provider, raw=data)
+        data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice))
+        choice = self._choice(data)
+        msg = choice.get("message")
+        if not isinstance(msg, dict):
+            raise self._malformed("choices[0].message is missing", data)
+        lp = choice.get("logprobs") or {}
+        return Completion(text=msg.get("content") or "", finish_reason=FINISH.get(choice.get("finish_reason")),
+                          usage=usage(data.get("usage")), logprobs=chat_logprobs(lp) if lp else None,
+                          tool_calls=self._tool_calls(msg.get("tool_calls") or []),
+                          model=data.get("model") or self.name, provider=self.provider, raw=data)
 
     def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
         body = {**self._body(messages, s, tools, tool_choice), "stream": True,
@@ -174,7 +172,7 @@ class OpenAIModel(Model):
         calls: dict[int, dict[str, Any]] = {}  # tool calls arrive in pieces, keyed by their index
         finish, used, done = None, None, False
         # closing(): a caller that stops reading early releases the connection at once
-        with self._keyless_errors(), closing(self._http.stream("/chat/completions", body)) as events:
+        with closing(self._http.stream("/chat/completions", body)) as events:
             for event, data in events:
                 if data.strip() == "[DONE]":
                     done = True
@@ -199,15 +197,14 @@ class OpenAIModel(Model):
         yield Chunk(finish_reason=finish, usage=used or Usage(), tool_calls=tool_calls)
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
-        with self._keyless_errors():
-            data = self._http.post("/completions", {"model": self.name, "prompt": prompt, **self._sampling(s, chat=False)})
-            choice = self._choice(data)
-            lp = choice.get("logprobs") or {}
-            # vLLM and OpenAI send the legacy shape; recent llama-server sends chat's "content" list
-            logprobs = (chat_logprobs(lp) if "content" in lp else legacy_logprobs(lp)) if lp else None
-            return Completion(text=choice.get("text") or "", finish_reason=FINISH.get(choice.get("finish_reason")),
-                              usage=usage(data.get("usage")), logprobs=logprobs,
-                              model=data.get("model") or self.name, provider=self.provider, raw=data)
+        data = self._http.post("/completions", {"model": self.name, "prompt": prompt, **self._sampling(s, chat=False)})
+        choice = self._choice(data)
+        lp = choice.get("logprobs") or {}
+        # vLLM and OpenAI send the legacy shape; recent llama-server sends chat's "content" list
+        logprobs = (chat_logprobs(lp) if "content" in lp else legacy_logprobs(lp)) if lp else None
+        return Completion(text=choice.get("text") or "", finish_reason=FINISH.get(choice.get("finish_reason")),
+                          usage=usage(data.get("usage")), logprobs=logprobs,
+                          model=data.get("model") or self.name, provider=self.provider, raw=data)
 
     def count_tokens(self, text: str | list[Message] | Message) -> int:
         """Tokens by tiktoken: exact for OpenAI models, an ``o200k_base`` estimate for others.
@@ -263,19 +260,6 @@ class OpenAIModel(Model):
             out.append(ToolCall(id=c.get("id") or f"call_{i}", name=name, arguments=args))
         return out
 
-    @contextmanager
-    def _keyless_errors(self) -> Iterator[None]:
-        """Scrub the key from a server's error, in case it echoes the key back in its message."""
-        try:
-            yield
-        except (ProviderError, ContextLengthError) as e:
-            key = self._key.get_secret_value() if self._key else ""
-            if len(key) >= 8:  # a toy key like "x" would mangle ordinary words, and guards nothing
-                e.args = tuple(a.replace(key, "***") if isinstance(a, str) else a for a in e.args)
-                for attr in ("message", "body"):
-                    if isinstance(getattr(e, attr, None), str):
-                        setattr(e, attr, getattr(e, attr).replace(key, "***"))
-            raise
 
 
 def wire_message(m: Message) -> dict[str, Any]:
