@@ -20,6 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 
 
+def prompt(i):
+    """A different prompt each run, so no runtime reuses the previous run's KV cache."""
+    return f"{PROMPT} Take {i}."
+
+
 def best(runs):
     """Median of the runs: (tokens/s, ttft seconds)."""
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
@@ -29,11 +34,11 @@ def bench_llmkit(m, n, repeats):
     import llmkit as lk
 
     runs = []
-    m.chat([lk.user(PROMPT)], temperature=0, max_tokens=8)  # warm-up
-    for _ in range(repeats):
+    m.chat([lk.user(prompt(-1))], temperature=0, max_tokens=8)  # warm-up
+    for i in range(repeats):
         t0 = time.perf_counter()
         first, last = None, None
-        for c in m.stream([lk.user(PROMPT)], temperature=0, max_tokens=n):
+        for c in m.stream([lk.user(prompt(i))], temperature=0, max_tokens=n):
             if first is None and c.text:
                 first = time.perf_counter()
             last = c
@@ -50,10 +55,11 @@ def bench_llama_cpp(n, repeats, threads):
     llm = Llama(str(embedded_gguf()), n_ctx=8192, n_threads=threads, verbose=False)
     import llmkit as lk
 
-    text = lk.model().render([lk.user(PROMPT)])
-    llm.create_completion(text, max_tokens=8, temperature=0)
+    render = lk.model().render
+    llm.create_completion(render([lk.user(prompt(-1))]), max_tokens=8, temperature=0)
     runs = []
-    for _ in range(repeats):
+    for i in range(repeats):
+        text = render([lk.user(prompt(i))])
         t0 = time.perf_counter()
         first, count = None, 0
         for chunk in llm.create_completion(text, max_tokens=n, temperature=0, stream=True):
@@ -61,7 +67,6 @@ def bench_llama_cpp(n, repeats, threads):
                 first = time.perf_counter()
             count += 1
         dt = time.perf_counter() - t0
-        llm.reset()  # no prefix reuse between runs: same work as a fresh request
         runs.append((count / dt, first - t0))
     return best(runs)
 
@@ -70,19 +75,23 @@ def bench_generate(hf, n, repeats):
     import torch
 
     tok, model = hf.tokenizer, hf.model
-    ids = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+
+    def ids(i):
+        return tok.apply_chat_template([{"role": "user", "content": prompt(i)}], add_generation_prompt=True,
+                                       return_tensors="pt", return_dict=True)["input_ids"]
+
     with torch.inference_mode():
-        model.generate(ids, max_new_tokens=8, do_sample=False)
+        model.generate(ids(-1), max_new_tokens=8, do_sample=False)
         runs = []
-        for _ in range(repeats):
+        for i in range(repeats):
+            ids_i = ids(i)
             t0 = time.perf_counter()
-            model.generate(ids, max_new_tokens=1, do_sample=False)
+            model.generate(ids_i, max_new_tokens=1, do_sample=False)
             ttft = time.perf_counter() - t0
             t0 = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=n, do_sample=False)
+            out = model.generate(ids_i, max_new_tokens=n, do_sample=False)
             dt = time.perf_counter() - t0
-            runs.append(((out.shape[1] - ids.shape[1]) / dt, ttft))
+            runs.append(((out.shape[1] - ids_i.shape[1]) / dt, ttft))
     return best(runs)
 
 

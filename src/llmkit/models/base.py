@@ -169,6 +169,17 @@ class Model:
             yield chunk
 
     # --- shared plumbing --------------------------------------------------------------------
+    def _collect_stream(self, chunks: Iterator[Chunk]) -> Completion:
+        """Gather a backend's own chunk stream into one Completion (local backends generate
+        by streaming, and chat() is the stream collected)."""
+        text, logprobs, last = [], [], Chunk()
+        for c in chunks:
+            text.append(c.text)
+            logprobs += c.logprobs or []
+            last = c
+        return Completion(text="".join(text), finish_reason=last.finish_reason, usage=last.usage or Usage(),
+                          logprobs=logprobs or None, model=self.name, provider=self.provider)
+
     def _prepare(self, messages, sampling, tools, tool_choice, fields):
         msgs = as_messages(messages)
         s = make_sampling(sampling, **fields)

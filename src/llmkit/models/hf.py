@@ -204,7 +204,7 @@ class HFModel(Model):
         return len(self._prompt_ids(text) if isinstance(text, str) else self._chat_ids(as_messages(text)))
 
     def _chat(self, messages, s, tools, tool_choice) -> Completion:
-        return self._collect(self._generate(self._chat_ids(messages), s, stream=False))
+        return self._collect_stream(self._generate(self._chat_ids(messages), s, stream=False))
 
     def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
         if (s.num_beams or 1) > 1:
@@ -212,7 +212,7 @@ class HFModel(Model):
         return self._generate(self._chat_ids(messages), s, stream=True)
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
-        return self._collect(self._generate(self._prompt_ids(prompt), s, stream=False))
+        return self._collect_stream(self._generate(self._prompt_ids(prompt), s, stream=False))
 
     # --- tokens in -----------------------------------------------------------------------------
     def _chat_ids(self, messages: list[Message]) -> list[int]:
@@ -410,14 +410,6 @@ class HFModel(Model):
             top = [(self.tokenizer.decode([j]), v) for j, v in zip(idx.tolist(), values.tolist())]
         return TokenLogprob(token=self.tokenizer.decode([t]), logprob=float(lp[t]), top=top)
 
-    def _collect(self, chunks: Iterator[Chunk]) -> Completion:
-        text, logprobs, last = [], [], Chunk()
-        for c in chunks:
-            text.append(c.text)
-            logprobs += c.logprobs or []
-            last = c
-        return Completion(text="".join(text), finish_reason=last.finish_reason, usage=last.usage or Usage(),
-                          logprobs=logprobs or None, model=self.name, provider=self.provider)
 
 
 def _deterministic(s: Sampling, mode: str, allowed: set[str] = frozenset()) -> None:

@@ -96,13 +96,13 @@ class LocalModel(Model):
 
     # --- generation ----------------------------------------------------------------------------
     def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice) -> Completion:
-        return _collect(self._generate(self.render(messages), s), self)
+        return self._collect_stream(self._generate(self.render(messages), s))
 
     def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
         return self._generate(self.render(messages), s)
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
-        return _collect(self._generate(prompt, s), self)
+        return self._collect_stream(self._generate(prompt, s))
 
     def _generate(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
         import numpy as np
@@ -195,13 +195,3 @@ def _wire(m: Message) -> dict:
         d["tool_call_id"] = m.tool_call_id
     return d
 
-
-def _collect(chunks: Iterator[Chunk], model: Model) -> Completion:
-    """Gather a stream into one Completion."""
-    text, logprobs, last = [], [], None
-    for c in chunks:
-        text.append(c.text)
-        logprobs += c.logprobs or []
-        last = c
-    return Completion(text="".join(text), finish_reason=last.finish_reason, usage=last.usage or Usage(),
-                      logprobs=logprobs or None, model=model.name, provider=model.provider)
