@@ -59,7 +59,16 @@ class ContextLengthError(LLMKitError, ValueError):
         super().__init__(message)
 
 
+class OverloadedError(LLMKitError):
+    """The engine's admission queue is full; try again after ``retry_after`` seconds
+    (a server answers 429 or 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 __all__ = [
     "LLMKitError", "ConfigError", "UnsupportedParameterError", "ProviderError",
-    "AuthenticationError", "RateLimitError", "ContextLengthError",
+    "AuthenticationError", "RateLimitError", "ContextLengthError", "OverloadedError",
 ]
