@@ -9,9 +9,11 @@ from llmkit.core.sampling import Sampling
 from llmkit.engine import Engine
 from llmkit.engine.speculative import NgramIndex
 from llmkit.models import embedded_gguf
+from greedy import assert_same_up_to_ties, tokens
 
 pytestmark = pytest.mark.integration
 GREEDY = Sampling(temperature=0)
+TRACED = Sampling(temperature=0, logprobs=True, top_logprobs=2)  # greedy, with what a tie check needs
 PARAGRAPH = ("The lighthouse keeper climbed the spiral stairs every evening at dusk. He wiped the salt from "
              "the great lens, trimmed the wick, and watched the beam sweep across the dark water.")
 
@@ -27,6 +29,14 @@ def run(eng, prompt, s=GREEDY, n=24):
     return "".join(c.text for c in eng.submit(eng.runtime.tokenize(prompt), s, max_tokens=n))
 
 
+def idle(eng, timeout=10.0):
+    """True once no request is active (finished ones leave at the end of the engine's step)."""
+    deadline = time.time() + timeout
+    while eng.stats()["active"] and time.time() < deadline:
+        time.sleep(0.01)
+    return eng.stats()["active"] == 0
+
+
 def chat_prompt(text):
     return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
@@ -37,11 +47,12 @@ PROMPTS = [chat_prompt(q) for q in ["What is the capital of France?", "Name a co
 
 
 def test_batched_requests_equal_the_same_requests_alone(eng):
-    alone = [run(eng, p) for p in PROMPTS]
-    reqs = [eng.submit(eng.runtime.tokenize(p), GREEDY, max_tokens=24) for p in PROMPTS * 2]  # 16 at once
-    together = ["".join(c.text for c in r) for r in reqs]
-    assert together == alone * 2
-    assert eng.stats()["active"] == 0
+    alone = [tokens(eng.submit(eng.runtime.tokenize(p), TRACED, max_tokens=32)) for p in PROMPTS]
+    reqs = [eng.submit(eng.runtime.tokenize(p), TRACED, max_tokens=32) for p in PROMPTS * 2]  # 16 at once
+    together = [tokens(r) for r in reqs]
+    identical = [assert_same_up_to_ties(a, b) for a, b in zip(alone * 2, together)]
+    assert sum(identical) >= 10      # most are bit-identical; the rest part only at a near-tie
+    assert idle(eng)
 
 
 def test_many_decode_together_in_one_step(eng):
@@ -60,12 +71,12 @@ def test_prefix_cache_reuses_a_shared_prefix(eng):
     p2 = system + "<|im_start|>user\nName a river.<|im_end|>\n<|im_start|>assistant\n"
     run(eng, p1)
     hits, reused = eng.stats()["prefix_cache_hits"], eng.stats()["prefix_cache_tokens"]
-    out = run(eng, p2)
+    out = tokens(eng.submit(eng.runtime.tokenize(p2), TRACED, max_tokens=24))
     assert eng.stats()["prefix_cache_hits"] == hits + 1
     assert eng.stats()["prefix_cache_tokens"] - reused >= len(eng.runtime.tokenize(system))
     fresh = Engine(embedded_gguf(), n_ctx=2048, max_concurrency=1, prefix_cache=0)
-    try:
-        assert run(fresh, p2) == out   # reused cells give the same answer as computing them
+    try:   # reused cells give the answer computing them gives
+        assert_same_up_to_ties(tokens(fresh.submit(fresh.runtime.tokenize(p2), TRACED, max_tokens=24)), out)
     finally:
         fresh.close()
 
@@ -76,10 +87,11 @@ def test_long_prompt_is_prefilled_in_chunks_with_the_same_result():
     for n_batch in (32, 512):
         e = Engine(embedded_gguf(), n_ctx=2048, max_concurrency=2, prefix_cache=0, n_batch=n_batch)
         try:
-            outs.append(run(e, prompt, n=16))
+            outs.append(tokens(e.submit(e.runtime.tokenize(prompt), TRACED, max_tokens=16)))
+            assert e.stats()["steps"] >= (len(e.runtime.tokenize(prompt)) // n_batch) + 16
         finally:
             e.close()
-    assert outs[0] == outs[1]
+    assert_same_up_to_ties(*outs)
 
 
 def test_prompt_lookup_speculation_keeps_greedy_output():
@@ -97,15 +109,29 @@ def test_prompt_lookup_speculation_keeps_greedy_output():
     assert s1["accepted"] > 10 and s1["steps"] < s0["steps"]
 
 
+def test_draft_model_speculation_keeps_greedy_output():
+    """Any draft sharing the tokenizer works; the embedded model drafting for itself must agree
+    with itself on every token, so nearly every draft is accepted."""
+    prompt = chat_prompt("Write a short poem about the moon.")
+    plain = run(lk.model(n_ctx=2048, max_concurrency=2).engine, prompt, n=32)
+    e = Engine(embedded_gguf(), n_ctx=2048, max_concurrency=2, prefix_cache=0, speculative="draft",
+               draft_model=embedded_gguf(), n_draft=4)
+    try:
+        assert run(e, prompt, n=32) == plain
+        s = e.stats()
+        assert s["drafted"] > 0 and s["accepted"] >= 0.8 * s["drafted"]
+    finally:
+        e.close()
+    with pytest.raises(lk.ConfigError, match="needs draft_model"):
+        Engine(embedded_gguf(), n_ctx=512, speculative="draft")
+
+
 def test_cancel_frees_the_sequence(eng):
     req = eng.submit(eng.runtime.tokenize(chat_prompt("Tell me a long story.")), GREEDY, max_tokens=400)
     it = iter(req)
     next(it)
     req.cancel()
-    deadline = time.time() + 10
-    while eng.stats()["active"] and time.time() < deadline:
-        time.sleep(0.01)
-    assert eng.stats()["active"] == 0
+    assert idle(eng)
 
 
 def test_full_queue_is_refused_at_once():
@@ -138,18 +164,25 @@ def test_seeded_sampling_in_a_batch_reproduces(eng):
 def test_threads_share_one_model():
     m = lk.model(n_ctx=4096, max_concurrency=8)
     questions = ["What is the capital of France?", "What is 2+2?", "Name a color.", "Say hello."] * 2
-    alone = [m.chat([lk.system("Be brief."), lk.user(q)], temperature=0, max_tokens=16).text for q in questions]
+
+    def ask_one(q):
+        return m.chat([lk.system("Be brief."), lk.user(q)], temperature=0, max_tokens=16, logprobs=True,
+                      top_logprobs=2).logprobs
+
+    alone = [ask_one(q) for q in questions]
     results = [None] * len(questions)
 
     def ask(i):
-        results[i] = m.chat([lk.system("Be brief."), lk.user(questions[i])], temperature=0, max_tokens=16).text
+        results[i] = ask_one(questions[i])
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == alone
+    for a, b in zip(alone, results):
+        assert_same_up_to_ties(a, b)
+    assert m.engine.stats()["steps"] < sum(len(a) + 1 for a in alone) * 2   # the threads shared steps
     m.close()
 
 

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..core.errors import ContextLengthError, LLMKitError, OverloadedError
+from ..core.errors import ConfigError, ContextLengthError, LLMKitError, OverloadedError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, TokenLogprob, Usage
 from ..models.stops import StopChecker
@@ -58,6 +58,8 @@ class Request:
     prefilling: bool = True
     sampler: object = None
     index: NgramIndex | None = None
+    d_seq: int = -1                          # draft-model sequence (speculative="draft")
+    d_past: int = 0                          # cells the draft model holds for it
     stops: StopChecker | None = None
     pending: bytes = b""                     # bytes of a UTF-8 character split across tokens
     reused: int = 0                          # prompt tokens taken from the prefix cache
@@ -91,17 +93,30 @@ class Engine:
         max_concurrency: most requests decoding together.
         max_queue: most requests waiting for a slot; beyond it ``submit`` raises OverloadedError.
         prefix_cache: how many finished sequences to keep for prefix reuse (0: off).
-        speculative: ``"ngram"`` (prompt-lookup drafting for greedy requests) or ``None``.
+        speculative: ``"ngram"`` (prompt-lookup drafting), ``"draft"`` (a small draft model
+            drafts, ``draft_model`` names its GGUF; it must share the tokenizer) or ``None``.
+            Only plain greedy requests speculate; their output is unchanged.
         n_draft: most drafted tokens per step under speculation.
+        draft_model: the draft model's GGUF, with ``speculative="draft"``.
         n_batch: most tokens per llama_decode call (prefill chunk size).
         n_threads: CPU threads (default: all cores).
     """
 
     def __init__(self, path: Path, *, n_ctx: int = 16384, max_concurrency: int = 16, max_queue: int = 256,
                  prefix_cache: int = 16, speculative: str | None = None, n_draft: int = 8, n_batch: int = 512,
-                 n_threads: int | None = None, ctx_per_request: int | None = None):
+                 n_threads: int | None = None, ctx_per_request: int | None = None, draft_model: Path | None = None):
+        threads = n_threads or os.cpu_count() or 1
         self.runtime = rt = Runtime(path, n_ctx=n_ctx, n_seq=max_concurrency + prefix_cache, n_batch=n_batch,
-                                    n_threads=n_threads or os.cpu_count() or 1)
+                                    n_threads=threads)
+        if speculative not in (None, "ngram", "draft"):
+            raise ConfigError(f"speculative={speculative!r} is not one of: None, 'ngram', 'draft'")
+        self.draft = None
+        if speculative == "draft":
+            if draft_model is None:
+                raise ConfigError("speculative='draft' needs draft_model=PATH.gguf (a small model with the same tokenizer)")
+            self.draft = _draft_runtime(Path(draft_model), rt, n_ctx=n_ctx, n_seq=max_concurrency, n_batch=n_batch,
+                                        n_threads=threads)
+            self.draft_free = list(range(max_concurrency - 1, -1, -1))
         self.max_concurrency, self.max_queue = max_concurrency, max_queue
         self.ctx_per_request = min(ctx_per_request or rt.n_ctx_train or rt.n_ctx, rt.n_ctx)
         self.speculative, self.n_draft = speculative, n_draft
@@ -129,7 +144,7 @@ class Engine:
                 f"prompt of {len(prompt)} tokens + max_tokens {n_max} exceeds the context of {limit} tokens",
                 tokens=len(prompt) + n_max, limit=limit)
         top = (s.top_logprobs or 0) if (s.logprobs or s.top_logprobs) else None
-        speculate = (self.speculative == "ngram" and grammar is None and top is None and sampling.is_plain_greedy(s))
+        speculate = (self.speculative is not None and grammar is None and top is None and sampling.is_plain_greedy(s))
         req = Request(prompt=list(prompt), sampling=s, max_tokens=n_max, top_logprobs=top, speculate=speculate,
                       grammar=grammar)
         with self._cv:
@@ -209,7 +224,9 @@ class Engine:
         r.n_past, r.todo = n, r.prompt[n:]
         r.sampler = sampling.build(rt.C, rt.n_vocab, r.sampling, (rt.vocab, r.grammar) if r.grammar else None)
         r.stops = StopChecker(r.sampling.stop)
-        r.index = NgramIndex(r.prompt) if r.speculate else None
+        r.index = NgramIndex(r.prompt) if r.speculate and self.speculative == "ngram" else None
+        if r.speculate and self.draft is not None:
+            r.d_seq, r.d_past = self.draft_free.pop(), 0
         self.counters["requests"] += 1
         self.counters["tokens_in"] += len(r.prompt)
         self.active.append(r)
@@ -221,6 +238,8 @@ class Engine:
             self._finish(r, None)
         if not self.active:
             return
+        if self.draft is not None:
+            self._draft_round()
         toks, pos, seqs, want, plan = [], [], [], [], []
         room = rt.n_batch
         for r in self.active:                       # 1. decoding sequences first: one token (+ drafts)
@@ -285,14 +304,54 @@ class Engine:
                 continue
             r.n_past += j + 1                            # cells of the last token and the accepted drafts
             rt.seq_rm(r.seq, r.n_past, -1)               # forget the rejected drafts
+            if self.draft is not None and r.d_past > r.n_past:
+                self.draft.seq_rm(r.d_seq, r.n_past, -1)
+                r.d_past = r.n_past
             r.todo = [t] + self._draft(r)
             return
 
     def _draft(self, r: Request) -> list[int]:
-        if not r.speculate:
+        if not r.speculate or r.index is None:  # the draft model drafts at the start of the next step
             return []
         room = min(self.n_draft, r.max_tokens - len(r.out) - 1)
         return r.index.draft(room) if room > 0 else []
+
+    def _draft_round(self) -> None:
+        """Draft-model speculation: the draft model catches up with each speculating request's
+        accepted tokens, then proposes ``n_draft`` greedy tokens, all requests batched together."""
+        d = self.draft
+        reqs = [r for r in self.active if r.speculate and not r.prefilling and not r.cancelled]
+        if not reqs:
+            return
+        todo = {r: (r.prompt + r.out)[r.d_past:r.n_past] + r.todo[:1] for r in reqs}
+        drafts = {r: [] for r in reqs}
+        for _ in range(self.n_draft):
+            live = [r for r in reqs if len(drafts[r]) < min(self.n_draft, r.max_tokens - len(r.out) - 1)]
+            if not live:
+                break
+            pending = {r: todo[r] for r in live}   # catch-up tokens may exceed one batch: chunk them
+            while pending:
+                toks, pos, seqs, want, ends = [], [], [], [], {}
+                for r, rest in pending.items():
+                    chunk = rest[: d.n_batch - len(toks)]
+                    if not chunk:
+                        continue
+                    for j, t in enumerate(chunk):
+                        toks.append(t), pos.append(r.d_past + j), seqs.append(r.d_seq)
+                        want.append(j == len(rest) - 1)
+                    ends[r] = (len(toks) - 1, len(chunk))
+                if d.decode(toks, pos, seqs, want) != 0:
+                    return                         # no room: this step goes without drafts
+                for r, (last, n) in ends.items():
+                    r.d_past += n
+                    pending[r] = pending[r][n:]
+                    if not pending[r]:             # caught up: its logits give the next draft token
+                        t = int(np.argmax(d.logits(last)))
+                        drafts[r].append(t)
+                        todo[r] = [t]
+                        del pending[r]
+        for r in reqs:
+            r.todo = r.todo[:1] + drafts[r]
 
     def _emit(self, r: Request, t: int, lp: TokenLogprob | None) -> bool:
         """Deliver one sampled token; False once the request has finished."""
@@ -337,6 +396,10 @@ class Engine:
         if r.sampler is not None:
             self.runtime.C.llama_sampler_free(r.sampler)
             r.sampler = None
+        if r.d_seq >= 0:
+            self.draft.seq_rm(r.d_seq)
+            self.draft_free.append(r.d_seq)
+            r.d_seq = -1
         if r.seq < 0:
             return
         if keep and self.cache.capacity and r.n_past >= MIN_REUSE:
@@ -370,3 +433,15 @@ def _utf8_boundary(data: bytes) -> int:
         except UnicodeDecodeError:
             continue
     return 0
+
+
+def _draft_runtime(path: Path, target: Runtime, **kw) -> Runtime:
+    """Load a draft model and check that it speaks the target's tokenizer."""
+    if not path.is_file():
+        raise ConfigError(f"draft model {str(path)!r} does not exist; pass a GGUF path")
+    d = Runtime(path, **kw)
+    probe = "Hello, world! 123 <|im_start|>user\nÉté"
+    if d.n_vocab != target.n_vocab or d.tokenize(probe) != target.tokenize(probe):
+        d.close()
+        raise ConfigError(f"draft model {path.name} does not share the target model's tokenizer")
+    return d

@@ -38,7 +38,8 @@ class LocalOptions(Options):
     max_concurrency: int = Field(16, ge=1, le=256, description="most requests decoded together in one batch")
     max_queue: int = Field(256, ge=0, description="most requests waiting for a slot before OverloadedError")
     prefix_cache: int = Field(16, ge=0, description="finished sequences kept for prefix reuse (0 = off)")
-    speculative: Literal["off", "ngram"] = Field("off", description="'ngram': prompt-lookup drafting for greedy requests")
+    speculative: Literal["off", "ngram", "draft"] = Field("off", description="greedy requests draft tokens: 'ngram' from the input (prompt lookup), 'draft' with draft_model")
+    draft_model: str | None = Field(None, description="GGUF of a small draft model sharing the tokenizer (speculative='draft')")
     n_draft: int = Field(8, ge=1, le=64, description="most drafted tokens per step under speculation")
     chat_template: str | None = Field(None, description="Jinja chat template overriding the GGUF's own")
 
@@ -63,7 +64,7 @@ class LocalModel(Model):
                                  max_queue=opts.max_queue, prefix_cache=opts.prefix_cache,
                                  speculative=None if opts.speculative == "off" else opts.speculative,
                                  n_draft=opts.n_draft, n_batch=opts.n_batch, n_threads=opts.n_threads,
-                                 ctx_per_request=opts.max_context)
+                                 ctx_per_request=opts.max_context, draft_model=opts.draft_model)
         self._template = None
 
     # --- prompt building -----------------------------------------------------------------
