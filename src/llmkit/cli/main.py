@@ -11,7 +11,8 @@ import typer
 
 from ..core.errors import LLMKitError
 from ..core.sampling import Sampling
-from .options import with_sampling
+from ..serve.config import ServeConfig
+from .options import with_config, with_sampling
 
 app = typer.Typer(help="llmkit: a local-first LLM engineering toolkit.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -83,6 +84,15 @@ def generate(prompt: Optional[str] = typer.Argument(None, help="raw prompt (no c
         prompt = sys.stdin.read()
     r = _load(model).complete(prompt, sampling=sampling)
     print(r.text)
+
+
+@app.command()
+@with_config(ServeConfig)
+def serve(config: ServeConfig = None):
+    """Serve a model over the OpenAI and Anthropic APIs (default: the embedded model at http://127.0.0.1:8000)."""
+    from ..serve.app import serve as run
+
+    run(config)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -137,7 +137,7 @@ class Model:
                tool_choice: str | None = None, **fields: Any) -> Iterator[Chunk]:
         """Answer a conversation chunk by chunk; the last chunk carries finish_reason and usage."""
         msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
-        return self._traced_stream(msgs, s, tools, tool_choice)
+        return self._traced_stream("chat", msgs, s, tools, lambda: self._stream(msgs, s, tools, tool_choice))
 
     def complete(self, prompt: str, *, sampling: Sampling | dict | None = None, **fields: Any) -> Completion:
         """Continue a raw prompt, with no chat template."""
@@ -153,6 +153,19 @@ class Model:
                 raise
             call.finish(c)
         return c
+
+    def stream_complete(self, prompt: str, *, sampling: Sampling | dict | None = None, **fields: Any) -> Iterator[Chunk]:
+        """Continue a raw prompt chunk by chunk (the streaming twin of :meth:`complete`)."""
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        s = make_sampling(sampling, **fields)
+        s.check(self.provider, self.supported)
+        return self._traced_stream("text_completion", prompt, s, None, lambda: self._stream_complete(prompt, s))
+
+    def _stream_complete(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
+        """Backends that stream raw completions override this; the rest answer in one chunk."""
+        c = self._complete(prompt, s)
+        yield Chunk(text=c.text, finish_reason=c.finish_reason, usage=c.usage, logprobs=c.logprobs)
 
     async def achat(self, messages: Any, **kw: Any) -> Completion:
         """Async twin of :meth:`chat` (runs the call off the event loop)."""
@@ -189,12 +202,13 @@ class Model:
             raise UnsupportedParameterError("tools", self.provider, "this backend cannot call tools yet")
         return msgs, s, tools, check_tool_choice(tool_choice, tools)
 
-    def _traced_stream(self, msgs, s, tools, tool_choice) -> Iterator[Chunk]:
-        call = _CallSpan(self, "chat", msgs, s, tools, current=False)
+    def _traced_stream(self, op: str, inputs: Any, s: Sampling, tools: list[Tool] | None,
+                       chunks: Callable[[], Iterator[Chunk]]) -> Iterator[Chunk]:
+        call = _CallSpan(self, op, inputs, s, tools, current=False)
         call.__enter__()
         text, last, calls, first = [], None, [], None
         try:
-            for chunk in self._stream(msgs, s, tools, tool_choice):
+            for chunk in chunks():
                 if first is None and (chunk.text or chunk.tool_calls):
                     first = time.perf_counter()
                 text.append(chunk.text)

@@ -214,6 +214,11 @@ class HFModel(Model):
     def _complete(self, prompt: str, s: Sampling) -> Completion:
         return self._collect_stream(self._generate(self._prompt_ids(prompt), s, stream=False))
 
+    def _stream_complete(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
+        if (s.num_beams or 1) > 1:
+            raise UnsupportedParameterError("stream with num_beams", self.provider, "beam search finishes all beams before it can answer; use complete()")
+        return self._generate(self._prompt_ids(prompt), s, stream=True)
+
     # --- tokens in -----------------------------------------------------------------------------
     def _chat_ids(self, messages: list[Message]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):

@@ -104,6 +104,9 @@ class LocalModel(Model):
     def _complete(self, prompt: str, s: Sampling) -> Completion:
         return self._collect_stream(self._generate(prompt, s))
 
+    def _stream_complete(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
+        return self._generate(prompt, s)
+
     def _generate(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
         """Submit at once (so context and queue errors are raised here), then stream."""
         tokens = self.tokenize(prompt)
