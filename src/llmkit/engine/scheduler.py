@@ -60,6 +60,7 @@ class Request:
     index: NgramIndex | None = None
     d_seq: int = -1                          # draft-model sequence (speculative="draft")
     d_past: int = 0                          # cells the draft model holds for it
+    k: int = 4                               # its current draft length (adaptive)
     stops: StopChecker | None = None
     pending: bytes = b""                     # bytes of a UTF-8 character split across tokens
     reused: int = 0                          # prompt tokens taken from the prefix cache
@@ -96,14 +97,16 @@ class Engine:
         speculative: ``"ngram"`` (prompt-lookup drafting), ``"draft"`` (a small draft model
             drafts, ``draft_model`` names its GGUF; it must share the tokenizer) or ``None``.
             Only plain greedy requests speculate; their output is unchanged.
-        n_draft: most drafted tokens per step under speculation.
+        n_draft: most drafted tokens per step under speculation. Each request adapts its own draft
+            length: doubled after a fully accepted draft, cut to what was accepted (+1) after a miss,
+            because on a CPU every drafted token costs compute whether it is kept or not.
         draft_model: the draft model's GGUF, with ``speculative="draft"``.
         n_batch: most tokens per llama_decode call (prefill chunk size).
         n_threads: CPU threads (default: all cores).
     """
 
     def __init__(self, path: Path, *, n_ctx: int = 16384, max_concurrency: int = 16, max_queue: int = 256,
-                 prefix_cache: int = 16, speculative: str | None = None, n_draft: int = 8, n_batch: int = 512,
+                 prefix_cache: int = 16, speculative: str | None = None, n_draft: int = 16, n_batch: int = 512,
                  n_threads: int | None = None, ctx_per_request: int | None = None, draft_model: Path | None = None):
         threads = n_threads or os.cpu_count() or 1
         self.runtime = rt = Runtime(path, n_ctx=n_ctx, n_seq=max_concurrency + prefix_cache, n_batch=n_batch,
@@ -224,6 +227,7 @@ class Engine:
         r.n_past, r.todo = n, r.prompt[n:]
         r.sampler = sampling.build(rt.C, rt.n_vocab, r.sampling, (rt.vocab, r.grammar) if r.grammar else None)
         r.stops = StopChecker(r.sampling.stop)
+        r.k = min(4, self.n_draft)
         r.index = NgramIndex(r.prompt) if r.speculate and self.speculative == "ngram" else None
         if r.speculate and self.draft is not None:
             r.d_seq, r.d_past = self.draft_free.pop(), 0
@@ -302,6 +306,10 @@ class Engine:
             if j < len(drafts) and t == drafts[j]:
                 self.counters["accepted"] += 1
                 continue
+            if j < len(drafts):   # adapt: after a miss, draft only as far as was kept (+1)...
+                r.k = max(1, j + 1)
+            elif len(drafts) == r.k:  # ...after a full-length draft fully kept, twice as far
+                r.k = min(self.n_draft, 2 * r.k)
             r.n_past += j + 1                            # cells of the last token and the accepted drafts
             rt.seq_rm(r.seq, r.n_past, -1)               # forget the rejected drafts
             if self.draft is not None and r.d_past > r.n_past:
@@ -313,7 +321,7 @@ class Engine:
     def _draft(self, r: Request) -> list[int]:
         if not r.speculate or r.index is None:  # the draft model drafts at the start of the next step
             return []
-        room = min(self.n_draft, r.max_tokens - len(r.out) - 1)
+        room = min(r.k, r.max_tokens - len(r.out) - 1)
         return r.index.draft(room) if room > 0 else []
 
     def _draft_round(self) -> None:
@@ -326,7 +334,7 @@ class Engine:
         todo = {r: (r.prompt + r.out)[r.d_past:r.n_past] + r.todo[:1] for r in reqs}
         drafts = {r: [] for r in reqs}
         for _ in range(self.n_draft):
-            live = [r for r in reqs if len(drafts[r]) < min(self.n_draft, r.max_tokens - len(r.out) - 1)]
+            live = [r for r in reqs if len(drafts[r]) < min(r.k, r.max_tokens - len(r.out) - 1)]
             if not live:
                 break
             pending = {r: todo[r] for r in live}   # catch-up tokens may exceed one batch: chunk them

@@ -40,7 +40,7 @@ class LocalOptions(Options):
     prefix_cache: int = Field(16, ge=0, description="finished sequences kept for prefix reuse (0 = off)")
     speculative: Literal["off", "ngram", "draft"] = Field("off", description="greedy requests draft tokens: 'ngram' from the input (prompt lookup), 'draft' with draft_model")
     draft_model: str | None = Field(None, description="GGUF of a small draft model sharing the tokenizer (speculative='draft')")
-    n_draft: int = Field(8, ge=1, le=64, description="most drafted tokens per step under speculation")
+    n_draft: int = Field(16, ge=1, le=64, description="most drafted tokens per step under speculation (each request adapts below it)")
     chat_template: str | None = Field(None, description="Jinja chat template overriding the GGUF's own")
 
 
