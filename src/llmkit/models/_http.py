@@ -211,6 +211,11 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, str]]:
         yield event, "\n".join(data)
 
 
+def malformed(provider: str, message: str, data: Any) -> ProviderError:
+    """A ProviderError for a well-formed HTTP answer whose content is not what the API documents."""
+    return ProviderError(message, provider=provider, body=json.dumps(data, default=str)[:2000])
+
+
 def loads(data: str, provider: str) -> Any:
     """Decode one streamed JSON payload, or say clearly that the provider sent garbage."""
     try:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from ..core.errors import ConfigError, ProviderError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, Tool, ToolCall, Usage, as_messages
-from ._http import HTTP, RemoteOptions, loads, resolve_key
+from ._http import HTTP, RemoteOptions, loads, malformed, resolve_key
 from .base import Model
 
 KEY_ENV = ("ANTHROPIC_API_KEY",)
@@ -67,14 +67,14 @@ class AnthropicModel(Model):
     def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
         data = self.http.post("/v1/messages", self._body(messages, s, tools, tool_choice))
         if data.get("type") == "error":  # an error object that came with a 2xx status
-            raise self._malformed(f"error in response: {_error_text(data)}", data)
+            raise malformed(self.provider, f"error in response: {_error_text(data)}", data)
         try:
             blocks = data["content"]
             text = "".join(b["text"] for b in blocks if b["type"] == "text")
             calls = [ToolCall(id=b["id"], name=b["name"], arguments=b["input"]) for b in blocks if b["type"] == "tool_use"]
             usage = _usage(data["usage"])
         except (KeyError, TypeError, ValidationError) as e:
-            raise self._malformed(f"malformed response: {type(e).__name__}: {e}", data) from None
+            raise malformed(self.provider, f"malformed response: {type(e).__name__}: {e}", data) from None
         return Completion(text=text, finish_reason=FINISH.get(data.get("stop_reason")), usage=usage,
                           tool_calls=calls, model=data.get("model") or self.name, provider=self.provider, raw=data)
 
@@ -149,7 +149,7 @@ class AnthropicModel(Model):
             self._hide_secrets(e)
             raise
         if not isinstance(data.get("input_tokens"), int):
-            raise self._malformed(f"malformed count_tokens response: {json.dumps(data)[:200]}", data)
+            raise malformed(self.provider, f"malformed count_tokens response: {json.dumps(data)[:200]}", data)
         return data["input_tokens"]
 
     # --- request building -------------------------------------------------------------------
@@ -175,9 +175,6 @@ class AnthropicModel(Model):
         elif tool_choice == "required":
             raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
         return body
-
-    def _malformed(self, message: str, data: Any) -> ProviderError:
-        return ProviderError(message, provider=self.provider, body=json.dumps(data)[:2000])
 
 
 

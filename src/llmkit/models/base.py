@@ -55,6 +55,19 @@ def as_tools(tools: list[Any] | None) -> list[Tool] | None:
     return out
 
 
+def template_message(m: Message) -> dict[str, Any]:
+    """An llmkit Message as the dict Jinja chat templates expect (HF and GGUF templates alike)."""
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [{"type": "function", "id": c.id, "function": {"name": c.name, "arguments": c.arguments}}
+                           for c in m.tool_calls]
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    if m.name:
+        d["name"] = m.name
+    return d
+
+
 def check_tool_choice(tool_choice: str | None, tools: list[Tool] | None) -> str | None:
     if tool_choice is None:
         return None

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ..core.errors import ConfigError, ProviderError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Tool, ToolCall, Usage, as_messages
-from ._http import HTTP, RemoteOptions, loads, resolve_key
+from ._http import HTTP, RemoteOptions, loads, malformed, resolve_key
 from .base import Model
 from .registry import NATIVE
 
@@ -71,7 +71,7 @@ class CohereModel(Model):
         data = self.http.post("/v2/chat", self._body(messages, s, tools, tool_choice))
         reason = data.get("finish_reason")
         if reason in FAILED:
-            raise self._malformed(f"generation failed: finish_reason {reason}", data)
+            raise malformed(self.provider, f"generation failed: finish_reason {reason}", data)
         try:
             msg = data["message"]
             text = "".join(c["text"] for c in msg.get("content") or [] if c.get("type") == "text")
@@ -79,7 +79,7 @@ class CohereModel(Model):
             logprobs = [_logprob(item) for item in data["logprobs"]] if data.get("logprobs") else None
             usage = _usage(data.get("usage"))
         except MALFORMED as e:
-            raise self._malformed(f"malformed response: {type(e).__name__}: {e}", data) from None
+            raise malformed(self.provider, f"malformed response: {type(e).__name__}: {e}", data) from None
         return Completion(text=text or msg.get("tool_plan") or "", finish_reason=_finish(reason, bool(calls)),
                           usage=usage, logprobs=logprobs, tool_calls=calls, model=self.name, provider=self.provider, raw=data)
 
@@ -152,7 +152,7 @@ class CohereModel(Model):
                              for m in as_messages(text))
         data = self.http.post("/v1/tokenize", {"text": text, "model": self.name})
         if not isinstance(data.get("tokens"), list):
-            raise self._malformed(f"malformed tokenize response: {json.dumps(data)[:200]}", data)
+            raise malformed(self.provider, f"malformed tokenize response: {json.dumps(data)[:200]}", data)
         return len(data["tokens"])
 
     # --- request building -------------------------------------------------------------------
@@ -171,9 +171,6 @@ class CohereModel(Model):
         elif tool_choice == "required":
             raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
         return body
-
-    def _malformed(self, message: str, data: Any) -> ProviderError:
-        return ProviderError(message, provider=self.provider, body=json.dumps(data)[:2000])
 
 
 def to_wire(messages: list[Message]) -> list[dict[str, Any]]:

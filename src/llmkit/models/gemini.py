@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from ..core.errors import ConfigError, ProviderError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Tool, ToolCall, Usage, as_messages
-from ._http import HTTP, RemoteOptions, error_message, loads, resolve_key
+from ._http import HTTP, RemoteOptions, error_message, loads, malformed, resolve_key
 from .base import Model
 from .registry import NATIVE
 
@@ -91,9 +91,9 @@ class GeminiModel(Model):
             got = self._candidate(data, first_call=0)
             usage = _usage(data)
         except MALFORMED as e:
-            raise self._malformed(f"malformed response: {type(e).__name__}: {e}", data) from None
+            raise malformed(self.provider, f"malformed response: {type(e).__name__}: {e}", data) from None
         if got is None:
-            raise self._malformed(f"malformed response: no candidates in {json.dumps(data)[:200]}", data)
+            raise malformed(self.provider, f"malformed response: no candidates in {json.dumps(data)[:200]}", data)
         text, calls, reason, logprobs = got
         return Completion(text=text, finish_reason=_finish(reason, bool(calls)), usage=usage, logprobs=logprobs,
                           tool_calls=calls, model=data.get("modelVersion") or self.name, provider=self.provider, raw=data)
@@ -169,7 +169,7 @@ class GeminiModel(Model):
             body = {"generateContentRequest": request}
         data = self.http.post(self._path("countTokens"), body)
         if not isinstance(data.get("totalTokens"), int):
-            raise self._malformed(f"malformed countTokens response: {json.dumps(data)[:200]}", data)
+            raise malformed(self.provider, f"malformed countTokens response: {json.dumps(data)[:200]}", data)
         return data["totalTokens"]
 
     # --- request building -------------------------------------------------------------------
@@ -231,9 +231,6 @@ class GeminiModel(Model):
         if parts and self._needs_signature and not any("thoughtSignature" in p for p in parts):
             parts[0]["thoughtSignature"] = SKIP_SIGNATURE
         return parts
-
-    def _malformed(self, message: str, data: Any) -> ProviderError:
-        return ProviderError(message, provider=self.provider, body=json.dumps(data)[:2000])
 
 
 def _tool_name(m: Message, earlier: list[Message], i: int) -> str:

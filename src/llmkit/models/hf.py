@@ -36,7 +36,7 @@ from ..core.sampling import FIELDS, Sampling
 from ..core.settings import cache_dir
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Usage, as_messages
 from ..core.progress import loading
-from .base import Model, Options
+from .base import Model, Options, template_message
 from .stops import StopChecker
 from .torch_decode import preallocated_layer_class, row_matvec_class, row_matvec_pays
 
@@ -223,7 +223,7 @@ class HFModel(Model):
     def _chat_ids(self, messages: list[Message]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(f"hf:{self.name} has no chat template; use complete() with a raw prompt")
-        text = self.tokenizer.apply_chat_template([_hf_message(m) for m in messages], tokenize=False,
+        text = self.tokenizer.apply_chat_template([template_message(m) for m in messages], tokenize=False,
                                                   add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)  # the template already has them
 
@@ -425,18 +425,6 @@ def _deterministic(s: Sampling, mode: str, allowed: set[str] = frozenset()) -> N
         if name not in allowed and getattr(s, name) is not None:
             raise UnsupportedParameterError(f"{name} with {mode}", "hf", f"{mode} does not sample; drop {name}")
 
-
-def _hf_message(m: Message) -> dict[str, Any]:
-    """An llmkit Message as the dict chat templates expect."""
-    d: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        d["tool_calls"] = [{"type": "function", "id": c.id, "function": {"name": c.name, "arguments": c.arguments}}
-                           for c in m.tool_calls]
-    if m.tool_call_id:
-        d["tool_call_id"] = m.tool_call_id
-    if m.name:
-        d["name"] = m.name
-    return d
 
 
 class _Detokenizer:

@@ -24,7 +24,7 @@ from ..core.progress import loading
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, Tool
 from ..engine import sampler
-from .base import Model, Options
+from .base import Model, Options, template_message
 from .registry import embedded_gguf
 
 DEFAULT_MAX_TOKENS = 512
@@ -79,7 +79,7 @@ class LocalModel(Model):
                 raise ConfigError(f"{self.path.name} has no chat template; pass chat_template=... or use complete()")
             bos, eos = (rt.C.llama_vocab_bos(rt.vocab), rt.C.llama_vocab_eos(rt.vocab))
             self._template = Jinja2ChatFormatter(template, eos_token=rt.special(eos), bos_token=rt.special(bos))
-        return self._template(messages=[_wire(m) for m in messages]).prompt
+        return self._template(messages=[template_message(m) for m in messages]).prompt
 
     def tokenize(self, text: str) -> list[int]:
         return self.engine.runtime.tokenize(text)
@@ -128,12 +128,3 @@ def _follow(req) -> Iterator[Chunk]:
         if not req.finished:
             req.cancel()
 
-
-def _wire(m: Message) -> dict:
-    d = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                           for c in m.tool_calls]
-    if m.tool_call_id:
-        d["tool_call_id"] = m.tool_call_id
-    return d

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from ..core.errors import ConfigError, ProviderError, UnsupportedParameterError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Tool, ToolCall, Usage
-from ._http import HTTP, RemoteOptions, loads, resolve_key
+from ._http import HTTP, RemoteOptions, loads, malformed, resolve_key
 from .base import Model
 
 
@@ -240,8 +240,7 @@ class OpenAIModel(Model):
         return choices[0]
 
     def _malformed(self, what: str, data: Any) -> ProviderError:
-        text = json.dumps(data)
-        return ProviderError(f"malformed response ({what}): {text[:200]}", provider=self.provider, body=text[:2000])
+        return malformed(self.provider, f"malformed response ({what}): {json.dumps(data)[:200]}", data)
 
     def _tool_calls(self, raw: list[dict[str, Any]]) -> list[ToolCall]:
         out = []
