@@ -15,6 +15,7 @@ test: $(STAMP)  ## run the whole test suite
 setup: $(STAMP)
 
 bench: $(STAMP)  ## run every benchmark (prints ratios against the baselines)
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 # torch first, pinned to the CPU build that lies on disk; pyproject only asks torch>=2.4,

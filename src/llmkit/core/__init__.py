@@ -1,5 +1,5 @@
 """Types shared by everything in llmkit. Imports nothing else of llmkit."""
-from .errors import (AuthenticationError, ConfigError, ContextLengthError, LLMKitError, OverloadedError, ProviderError,
+from .errors import (AuthenticationError, ConfigError, ConstraintError, StructuredOutputError, ContextLengthError, LLMKitError, OverloadedError, ProviderError,
                      RateLimitError, UnsupportedParameterError)
 from .sampling import Sampling, make_sampling
 from .settings import home
@@ -10,5 +10,5 @@ __all__ = [
     "Message", "ToolCall", "Tool", "Sampling", "Completion", "Chunk", "Usage", "TokenLogprob", "ModelInfo",
     "system", "user", "assistant", "tool", "as_messages", "make_sampling", "home",
     "LLMKitError", "ConfigError", "ProviderError", "AuthenticationError", "RateLimitError",
-    "ContextLengthError", "OverloadedError", "UnsupportedParameterError",
+    "ContextLengthError", "OverloadedError", "UnsupportedParameterError", "ConstraintError", "StructuredOutputError",
 ]

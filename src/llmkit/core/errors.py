@@ -68,7 +68,25 @@ class OverloadedError(LLMKitError):
         super().__init__(message)
 
 
+class ConstraintError(ConfigError):
+    """A constraint (JSON Schema, regex, grammar, choices) is invalid or uses a feature the grammar
+    engine does not support; raised when it is compiled, before any generation."""
+
+
+class StructuredOutputError(LLMKitError):
+    """A model's output did not validate against the constraint after every retry.
+
+    Attributes:
+        text: the last raw output.
+        errors: what was wrong with it, one line per problem.
+    """
+
+    def __init__(self, message: str, *, text: str = "", errors: list[str] | None = None):
+        self.text, self.errors = text, list(errors or [])
+        super().__init__(message)
+
+
 __all__ = [
     "LLMKitError", "ConfigError", "UnsupportedParameterError", "ProviderError",
-    "AuthenticationError", "RateLimitError", "ContextLengthError", "OverloadedError",
+    "AuthenticationError", "RateLimitError", "ContextLengthError", "OverloadedError", "ConstraintError", "StructuredOutputError",
 ]

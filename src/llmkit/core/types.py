@@ -100,6 +100,7 @@ class Completion(_Strict):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     model: str = ""
     provider: str = ""
+    parsed: Any = Field(default=None, description="the validated value when the call had a constraint")
     raw: Any = None
 
     def message(self) -> Message:

@@ -31,15 +31,13 @@ def is_plain_greedy(s: Sampling) -> bool:
             and p["presence_penalty"] == 0.0)
 
 
-def build(C, n_vocab: int, s: Sampling, grammar: tuple | None = None):
+def build(C, n_vocab: int, s: Sampling):
     """A new llama.cpp sampler chain for one request (free it with ``C.llama_sampler_free``).
 
-    ``grammar``: optional ``(vocab, gbnf_text)`` constraining the output."""
+    Constraints are not part of the chain: the engine masks the logits before sampling."""
     p = resolved(s)
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
     add = lambda smpl: C.llama_sampler_chain_add(chain, smpl)  # noqa: E731
-    if grammar is not None:
-        add(C.llama_sampler_init_grammar(grammar[0], grammar[1].encode(), b"root"))
     if (p["repetition_penalty"], p["frequency_penalty"], p["presence_penalty"]) != (1.0, 0.0, 0.0):
         add(C.llama_sampler_init_penalties(n_vocab, PENALTY_WINDOW, p["repetition_penalty"],
                                            p["frequency_penalty"], p["presence_penalty"]))

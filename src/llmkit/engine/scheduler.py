@@ -49,7 +49,7 @@ class Request:
     max_tokens: int
     top_logprobs: int | None = None          # None: no logprobs
     speculate: bool = False
-    grammar: str | None = None
+    matcher: object = None                   # an llguidance LLMatcher when the output is constrained
     # --- engine state (touched by the engine thread only) ---
     seq: int = -1
     n_past: int = 0                          # cells this sequence holds: positions [0, n_past)
@@ -136,8 +136,11 @@ class Engine:
 
     # --- the public side (any thread) -----------------------------------------------------------
     def submit(self, prompt: list[int], s: Sampling, *, max_tokens: int | None = None,
-               grammar: str | None = None) -> Request:
-        """Queue a generation; raises ContextLengthError or OverloadedError at once, before any work."""
+               matcher: object = None) -> Request:
+        """Queue a generation; raises ContextLengthError or OverloadedError at once, before any work.
+
+        ``matcher``: an llguidance matcher (``structured.masks.matcher``) the output must satisfy;
+        the request then ends when its grammar is complete."""
         if not prompt:
             raise ContextLengthError("the prompt is empty: give at least one token")
         limit = self.ctx_per_request
@@ -147,9 +150,9 @@ class Engine:
                 f"prompt of {len(prompt)} tokens + max_tokens {n_max} exceeds the context of {limit} tokens",
                 tokens=len(prompt) + n_max, limit=limit)
         top = (s.top_logprobs or 0) if (s.logprobs or s.top_logprobs) else None
-        speculate = (self.speculative is not None and grammar is None and top is None and sampling.is_plain_greedy(s))
+        speculate = (self.speculative is not None and matcher is None and top is None and sampling.is_plain_greedy(s))
         req = Request(prompt=list(prompt), sampling=s, max_tokens=n_max, top_logprobs=top, speculate=speculate,
-                      grammar=grammar)
+                      matcher=matcher)
         with self._cv:
             if self._closed:
                 raise LLMKitError("the engine is shut down")
@@ -225,7 +228,7 @@ class Engine:
         else:
             n = 0
         r.n_past, r.todo = n, r.prompt[n:]
-        r.sampler = sampling.build(rt.C, rt.n_vocab, r.sampling, (rt.vocab, r.grammar) if r.grammar else None)
+        r.sampler = sampling.build(rt.C, rt.n_vocab, r.sampling)
         r.stops = StopChecker(r.sampling.stop)
         r.k = min(4, self.n_draft)
         r.index = NgramIndex(r.prompt) if r.speculate and self.speculative == "ngram" else None
@@ -278,6 +281,7 @@ class Engine:
         if status != 0:
             raise LLMKitError(f"llama_decode failed with status {status}")
         self.counters["steps"] += 1
+        self._mask(plan, want)
         for r, start, n in plan:
             if r.prefilling and not want[start + n - 1]:
                 r.n_past += n                        # a prompt chunk that does not finish the prompt
@@ -290,10 +294,40 @@ class Engine:
                 r.n_past += n
                 t = rt.C.llama_sampler_sample(r.sampler, rt.ctx, start + n - 1)
                 lp = self._logprob(start + n - 1, t, r.top_logprobs) if r.top_logprobs is not None else None
+                if r.matcher is not None and not self._advance(r, t):
+                    continue
                 if self._emit(r, t, lp):
+                    if r.matcher is not None and r.matcher.is_stopped():
+                        self._finish(r, "stop")   # the grammar is complete: no step spent on an EOS
+                        continue
                     r.todo = [t] + self._draft(r)
         for r in [r for r in self.active if r.finished]:
             self.active.remove(r)
+
+    def _mask(self, plan: list, want: list[bool]) -> None:
+        """Constrained sequences about to sample: their masks, computed together, applied to the logits."""
+        rows = [(r, start + n - 1) for r, start, n in plan if r.matcher is not None and want[start + n - 1]]
+        if not rows:
+            return
+        from ..structured import masks
+
+        tok = masks.llamacpp_tokenizer(self.runtime)
+        bits = masks.new_masks(len(rows), tok.vocab_size)
+        masks.fill_masks([(r.matcher, k) for k, (r, _) in enumerate(rows)], bits)
+        for k, (r, i) in enumerate(rows):
+            masks.apply_mask(self.runtime.logits(i), bits[k])
+
+    def _advance(self, r: Request, t: int) -> bool:
+        """Move a request's grammar past the sampled token; False (and an error to the caller) if it cannot."""
+        if self.runtime.is_eog(t) or r.matcher.consume_token(t):
+            return True
+        from ..core.errors import StructuredOutputError
+
+        text = self.runtime.piece(t).decode("utf-8", "replace")
+        r.events.put(StructuredOutputError(f"the grammar rejected token {t} ({text!r}): {r.matcher.get_error()}"))
+        self._release(r, keep=False)
+        r.finished = True
+        return False
 
     def _verify(self, r: Request, start: int, n: int) -> None:
         """Keep the drafted tokens the model agrees with (greedy): identical output, fewer steps."""

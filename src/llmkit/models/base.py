@@ -92,6 +92,9 @@ class Model:
     capabilities: tuple[str, ...] = ("chat", "stream")
     #: Secrets (API keys) that must never show in an error or a trace; remote backends set it.
     _secrets: tuple[str, ...] = ()
+    #: Constraint kinds (``Constraint.kind``) the backend enforces itself, receiving ``constraint=``
+    #: in ``_chat``/``_stream``; any other kind is asked for in words, validated and retried.
+    constraint_kinds: frozenset[str] = frozenset()
 
     def __init__(self, name: str):
         self.name = name
@@ -110,10 +113,12 @@ class Model:
         return f"<{type(self).__name__} {self.provider}:{self.name}>"
 
     # --- what a backend implements -------------------------------------------------------
-    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> Completion:
         raise NotImplementedError
 
-    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Iterator[Chunk]:
+    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+                constraint: Any = None) -> Iterator[Chunk]:
         raise NotImplementedError
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
@@ -134,9 +139,21 @@ class Model:
 
     # --- the public API -------------------------------------------------------------------
     def chat(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
-             tool_choice: str | None = None, **fields: Any) -> Completion:
-        """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords."""
+             tool_choice: str | None = None, constraint: Any = None, max_retries: int = 2, **fields: Any) -> Completion:
+        """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords.
+
+        ``constraint``: a :mod:`llmkit.structured` constraint (or a Pydantic class, a JSON Schema
+        dict, a list of choices) the answer must satisfy; ``Completion.parsed`` then holds the
+        validated value. Local models enforce it token by token; remote ones with the provider's
+        mechanism, re-asked up to ``max_retries`` times with the validation errors.
+        """
         msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
+        if constraint is not None:
+            from ..structured import as_constraint, generate
+
+            if tools:
+                raise ConfigError("pass either tools or constraint, not both (tool calls have their own grammar)")
+            return generate.run(self, msgs, s, as_constraint(constraint), _retries(max_retries))
         with _CallSpan(self, "chat", msgs, s, tools) as call:
             try:
                 c = self._chat(msgs, s, tools, tool_choice)
@@ -147,10 +164,104 @@ class Model:
         return c
 
     def stream(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
-               tool_choice: str | None = None, **fields: Any) -> Iterator[Chunk]:
-        """Answer a conversation chunk by chunk; the last chunk carries finish_reason and usage."""
+               tool_choice: str | None = None, constraint: Any = None, **fields: Any) -> Iterator[Chunk]:
+        """Answer a conversation chunk by chunk; the last chunk carries finish_reason and usage.
+
+        ``constraint`` is enforced while streaming where the backend can (see ``constraint_kinds``);
+        :meth:`stream_json` also validates the result and retries."""
         msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
+        if constraint is not None:
+            from ..structured import as_constraint
+
+            c = as_constraint(constraint)
+            if tools:
+                raise ConfigError("pass either tools or constraint, not both (tool calls have their own grammar)")
+            if c.kind not in self.constraint_kinds:
+                raise UnsupportedParameterError(f"a {c.kind} constraint in stream()", self.provider,
+                                                "it cannot be enforced while streaming here; use chat(constraint=...) "
+                                                "or stream_json(), which validate and retry")
+            return self._constrained_stream(msgs, s, c)
         return self._traced_stream("chat", msgs, s, tools, lambda: self._stream(msgs, s, tools, tool_choice))
+
+    # --- structured output ------------------------------------------------------------------
+    def json(self, messages: Any, schema: Any = None, *, instructions: bool = True, max_retries: int = 2,
+             sampling: Sampling | dict | None = None, **fields: Any) -> Any:
+        """Answer with JSON that validates: a Pydantic instance for a model class, else the parsed JSON.
+
+        Args:
+            schema: a Pydantic model class or any type (``list[int]``), a JSON Schema dict, or
+                None for any JSON object.
+            instructions: append the schema to the last user message (``Constraint.instructions()``),
+                so the model knows what the fields mean; the constraint is enforced either way.
+            max_retries: re-asks with the validation errors before StructuredOutputError.
+
+        Example:
+            >>> class City(BaseModel):
+            ...     name: str
+            >>> m.json("Name the capital of France.", schema=City, temperature=0)
+            City(name='Paris')
+        """
+        from ..structured import JSON, as_constraint, generate
+
+        c = JSON() if schema is None else as_constraint(schema)
+        msgs = as_messages(messages)
+        if instructions:
+            msgs = generate.with_instructions(msgs, c)
+        return self.chat(msgs, sampling=sampling, constraint=c, max_retries=max_retries, **fields).parsed
+
+    def choose(self, messages: Any, options: list[str], *, instructions: bool = True, max_retries: int = 2,
+               sampling: Sampling | dict | None = None, **fields: Any) -> str:
+        """Answer with exactly one of ``options`` (a label, a letter, yes/no).
+
+        Example:
+            >>> m.choose("Is 'I loved it' positive or negative?", ["positive", "negative"], temperature=0)
+            'positive'
+        """
+        from ..structured import Choice, generate
+
+        c = Choice(options)
+        msgs = as_messages(messages)
+        if instructions:
+            msgs = generate.with_instructions(msgs, c)
+        return self.chat(msgs, sampling=sampling, constraint=c, max_retries=max_retries, **fields).parsed
+
+    def stream_json(self, messages: Any, schema: Any = None, *, instructions: bool = True, max_retries: int = 2,
+                    sampling: Sampling | dict | None = None, **fields: Any) -> Iterator[Any]:
+        """Like :meth:`json`, yielding the partially filled object (a dict or list) each time it grows;
+        the last value yielded is the validated result (a Pydantic instance for a model class).
+
+        Example:
+            >>> for obj in m.stream_json("Describe a cat.", schema=Pet): print(obj)
+            {'name': 'Whi'}
+            {'name': 'Whiskers', 'age': 3}
+            Pet(name='Whiskers', age=3)
+        """
+        from ..structured import JSON, as_constraint, generate
+
+        c = JSON() if schema is None else as_constraint(schema)
+        msgs = as_messages(messages)
+        if instructions:
+            msgs = generate.with_instructions(msgs, c)
+        msgs, s, _, _ = self._prepare(msgs, sampling, None, None, fields)
+        return generate.stream(self, msgs, s, c, _retries(max_retries))
+
+    def _constrained_call(self, msgs: list[Message], s: Sampling, c: Any) -> Completion:
+        """One traced call; ``c`` is passed to the backend (it enforces that kind) or None."""
+        with _CallSpan(self, "chat", msgs, s, None) as call:
+            if c is not None:
+                call.attrs["llmkit.constraint"] = repr(c)
+            try:
+                comp = self._chat(msgs, s, None, None, constraint=c) if c is not None else self._chat(msgs, s, None, None)
+            except Exception as e:
+                self._hide_secrets(e)
+                raise
+            call.finish(comp)
+        return comp
+
+    def _constrained_stream(self, msgs: list[Message], s: Sampling, c: Any) -> Iterator[Chunk]:
+        chunks = (lambda: self._stream(msgs, s, None, None, constraint=c)) if c is not None else \
+            (lambda: self._stream(msgs, s, None, None))
+        return self._traced_stream("chat", msgs, s, None, chunks)
 
     def complete(self, prompt: str, *, sampling: Sampling | dict | None = None, **fields: Any) -> Completion:
         """Continue a raw prompt, with no chat template."""
@@ -198,13 +309,14 @@ class Model:
     def _collect_stream(self, chunks: Iterator[Chunk]) -> Completion:
         """Gather a backend's own chunk stream into one Completion (local backends generate
         by streaming, and chat() is the stream collected)."""
-        text, logprobs, last = [], [], Chunk()
+        text, logprobs, calls, last = [], [], [], Chunk()
         for c in chunks:
             text.append(c.text)
             logprobs += c.logprobs or []
+            calls += c.tool_calls
             last = c
         return Completion(text="".join(text), finish_reason=last.finish_reason, usage=last.usage or Usage(),
-                          logprobs=logprobs or None, model=self.name, provider=self.provider)
+                          logprobs=logprobs or None, tool_calls=calls, model=self.name, provider=self.provider)
 
     def _prepare(self, messages, sampling, tools, tool_choice, fields):
         msgs = as_messages(messages)
@@ -242,6 +354,12 @@ class Model:
         call.finish(Completion(text="".join(text), finish_reason=last.finish_reason if last else None,
                                usage=(last.usage if last and last.usage else Usage()), tool_calls=calls))
         call.__exit__(None, None, None)
+
+
+def _retries(n: Any) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 10:
+        raise ConfigError(f"max_retries={n!r} must be an integer from 0 to 10")
+    return n
 
 
 # llmkit provider → the GenAI semantic conventions' gen_ai.provider.name (others pass through)

@@ -151,7 +151,8 @@ class HFModel(Model):
 
     provider = "hf"
     supported = FIELDS
-    capabilities = ("chat", "stream", "complete", "logprobs")
+    capabilities = ("chat", "stream", "complete", "logprobs", "tools", "structured")
+    constraint_kinds = frozenset({"json", "json_schema", "regex", "choice", "grammar"})
 
     def __init__(self, name: str = EMBEDDED, **options: Any):
         super().__init__(name)
@@ -203,13 +204,22 @@ class HFModel(Model):
         """Tokens in a raw prompt (as ``complete`` sees it) or in a conversation after the chat template."""
         return len(self._prompt_ids(text) if isinstance(text, str) else self._chat_ids(as_messages(text)))
 
-    def _chat(self, messages, s, tools, tool_choice) -> Completion:
-        return self._collect_stream(self._generate(self._chat_ids(messages), s, stream=False))
+    def _chat(self, messages, s, tools, tool_choice, constraint=None) -> Completion:
+        return self._collect_stream(self._chat_stream(messages, s, tools, tool_choice, constraint, stream=False))
 
-    def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
+    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
         if (s.num_beams or 1) > 1:
             raise UnsupportedParameterError("stream with num_beams", self.provider, "beam search finishes all beams before it can answer; use chat()")
-        return self._generate(self._chat_ids(messages), s, stream=True)
+        return self._chat_stream(messages, s, tools, tool_choice, constraint, stream=True)
+
+    def _chat_stream(self, messages, s, tools, tool_choice, constraint, stream: bool) -> Iterator[Chunk]:
+        """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
+        from ..structured import tools as tool_format
+
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto") if tools and tool_choice != "none" else None
+        ids = self._chat_ids(tool_format.as_template_messages(messages, tools if calls else None))
+        chunks = self._generate(ids, s, stream=stream or calls is not None, constraint=calls or constraint)
+        return tool_format.stream_calls(chunks) if calls else chunks
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
         return self._collect_stream(self._generate(self._prompt_ids(prompt), s, stream=False))
@@ -249,9 +259,18 @@ class HFModel(Model):
         return min(DEFAULT_MAX_TOKENS, limit - n)
 
     # --- decoding ------------------------------------------------------------------------------
-    def _generate(self, ids: list[int], s: Sampling, stream: bool) -> Iterator[Chunk]:
+    def _generate(self, ids: list[int], s: Sampling, stream: bool, constraint=None) -> Iterator[Chunk]:
         """Chunks of text; the last one carries finish_reason and usage."""
         max_new = self._budget(len(ids), s)
+        matcher = None
+        if constraint is not None:
+            from ..structured import masks
+
+            if (s.num_beams or 1) > 1 or s.penalty_alpha is not None:
+                raise UnsupportedParameterError("a constraint with num_beams or penalty_alpha", self.provider,
+                                                "constraints apply to sampling and greedy decoding")
+            n_vocab = self.model.get_output_embeddings().weight.shape[0]
+            matcher = masks.matcher(constraint, masks.hf_tokenizer(self.tokenizer, n_vocab))
         if (s.num_beams or 1) > 1:
             yield self._beam_search(ids, s, max_new)
             return
@@ -263,7 +282,7 @@ class HFModel(Model):
                 raise ConfigError(f"penalty_alpha={s.penalty_alpha} (contrastive search) needs top_k > 1 candidates, got top_k={s.top_k}")
             steps = contrastive_steps(self.model, ids, s, max_new)
         else:
-            steps = self.decode_steps(ids, self._resolve(s), max_new)
+            steps = self.decode_steps(ids, self._resolve(s), max_new, matcher)
         want_lp = bool(s.logprobs or s.top_logprobs)
         detok, stops = _Detokenizer(self.tokenizer), StopChecker(s.stop)
         out: list[int] = []
@@ -284,8 +303,8 @@ class HFModel(Model):
                     pending = []
                 elif text:
                     held.append(text)
-                if stopped:
-                    finish = "stop"
+                if stopped or (matcher is not None and matcher.is_stopped()):
+                    finish = "stop"   # a stop string, or a complete grammar (no step spent on an EOS)
                     break
         finally:
             steps.close()
@@ -293,8 +312,11 @@ class HFModel(Model):
         yield Chunk(text="".join(held) + text + stops.flush(), finish_reason=finish,
                     usage=Usage(input_tokens=len(ids), output_tokens=len(out)), logprobs=pending or None)
 
-    def decode_steps(self, ids: list[int], s: Sampling, max_new: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def decode_steps(self, ids: list[int], s: Sampling, max_new: int, matcher=None) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(token, raw logits it was chosen from)``, ``max_new`` times at most.
+
+        ``matcher``: an llguidance matcher; its token mask is applied to the logits before the
+        penalties and warpers, and each chosen token advances it.
 
         Prefill the prompt once, then feed back one token per forward pass with the KV cache.
         Per-step work is kept to the forward itself: no attention mask (one unpadded row),
@@ -319,9 +341,14 @@ class HFModel(Model):
             logits = self._forward(torch.tensor([ids], device=dev), cache, 0)
         for i in range(max_new):
             with torch.inference_mode():
-                scores = procs(history[:, : n + i], logits) if procs else logits
+                scores = logits if matcher is None else _masked(logits, matcher)
+                scores = procs(history[:, : n + i], scores) if procs else scores
                 tok = greedy(scores) if generator is None else sample(scores, generator)
             t = int(tok)
+            if matcher is not None and t not in self.eos_token_ids and not matcher.consume_token(t):
+                from ..core.errors import StructuredOutputError
+
+                raise StructuredOutputError(f"the grammar rejected token {t}: {matcher.get_error()}")
             yield t, logits
             if i + 1 == max_new:
                 return
@@ -415,6 +442,18 @@ class HFModel(Model):
             top = [(self.tokenizer.decode([j]), v) for j, v in zip(idx.tolist(), values.tolist())]
         return TokenLogprob(token=self.tokenizer.decode([t]), logprob=float(lp[t]), top=top)
 
+
+
+def _masked(logits: torch.Tensor, matcher) -> torch.Tensor:
+    """``logits`` with every token the grammar forbids at -inf (a copy: the raw logits feed logprobs)."""
+    import torch
+
+    from ..structured import masks
+
+    bits = masks.new_masks(1, logits.shape[-1])
+    masks.fill_masks([(matcher, 0)], bits)
+    ok = torch.from_numpy(masks.allowed(bits[0], logits.shape[-1])).to(logits.device)
+    return logits.masked_fill(~ok, float("-inf"))
 
 
 def _deterministic(s: Sampling, mode: str, allowed: set[str] = frozenset()) -> None:

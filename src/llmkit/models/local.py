@@ -47,7 +47,8 @@ class LocalOptions(Options):
 class LocalModel(Model):
     provider = "local"
     supported = sampler.SUPPORTED
-    capabilities = ("chat", "stream", "complete", "logprobs")
+    capabilities = ("chat", "stream", "complete", "logprobs", "tools", "structured")
+    constraint_kinds = frozenset({"json", "json_schema", "regex", "choice", "grammar"})
 
     def __init__(self, path: str | None = None, **options):
         from ..engine import Engine
@@ -95,11 +96,18 @@ class LocalModel(Model):
         return self.engine.ctx_per_request
 
     # --- generation ----------------------------------------------------------------------------
-    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice) -> Completion:
-        return self._collect_stream(self._stream(messages, s, tools, tool_choice))
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice,
+              constraint=None) -> Completion:
+        return self._collect_stream(self._stream(messages, s, tools, tool_choice, constraint))
 
-    def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
-        return self._generate(self.render(messages), s)
+    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
+        """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
+        from ..structured import tools as tool_format
+
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto") if tools and tool_choice != "none" else None
+        prompt = self.render(tool_format.as_template_messages(messages, tools if calls else None))
+        chunks = self._generate(prompt, s, calls or constraint)
+        return tool_format.stream_calls(chunks) if calls else chunks
 
     def _complete(self, prompt: str, s: Sampling) -> Completion:
         return self._collect_stream(self._generate(prompt, s))
@@ -107,12 +115,17 @@ class LocalModel(Model):
     def _stream_complete(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
         return self._generate(prompt, s)
 
-    def _generate(self, prompt: str, s: Sampling) -> Iterator[Chunk]:
-        """Submit at once (so context and queue errors are raised here), then stream."""
+    def _generate(self, prompt: str, s: Sampling, constraint=None) -> Iterator[Chunk]:
+        """Submit at once (so context, queue and constraint errors are raised here), then stream."""
         tokens = self.tokenize(prompt)
         room = self.engine.ctx_per_request - len(tokens)
         max_tokens = s.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, room))
-        req = self.engine.submit(tokens, s, max_tokens=max_tokens)
+        matcher = None
+        if constraint is not None:
+            from ..structured import masks
+
+            matcher = masks.matcher(constraint, masks.llamacpp_tokenizer(self.engine.runtime))
+        req = self.engine.submit(tokens, s, max_tokens=max_tokens, matcher=matcher)
         return _follow(req)
 
     def close(self) -> None:

@@ -1,0 +1,113 @@
+"""Generation under a constraint, for any backend: enforce, validate, re-ask, give up clearly.
+
+A backend that enforces the constraint's kind itself (``Model.constraint_kinds``: token masks on
+local models; ``response_format``, forced tool use or ``responseSchema`` on providers) gets the
+constraint; any other backend is asked in words (``Constraint.instructions()``). Either way the
+output is validated, and an invalid one is sent back with the errors (``REPAIR_PROMPT``) up to
+``max_retries`` times before :class:`~llmkit.StructuredOutputError` carries the last text and errors.
+
+These functions back ``Model.chat(constraint=...)``, ``Model.json``, ``Model.choose`` and
+``Model.stream_json``; call those.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..core.errors import StructuredOutputError, UnsupportedParameterError
+from ..core.sampling import Sampling
+from ..core.types import Completion, Message, user
+from .constraints import Constraint, Invalid
+
+if TYPE_CHECKING:
+    from ..models.base import Model
+
+#: Sent after an output that did not validate (``{errors}``: one line per problem).
+REPAIR_PROMPT = ("Your reply was not valid:\n{errors}\n"
+                 "Reply again with only the corrected output, and nothing else.")
+
+
+def with_instructions(messages: list[Message], c: Constraint) -> list[Message]:
+    """The conversation with the constraint's instructions appended to the last user turn."""
+    msgs = list(messages)
+    for i in range(len(msgs) - 1, -1, -1):
+        if msgs[i].role == "user":
+            msgs[i] = msgs[i].model_copy(update={"content": f"{msgs[i].content}\n\n{c.instructions()}"})
+            return msgs
+    return msgs + [user(c.instructions())]
+
+
+def _native(model: Model, c: Constraint) -> bool:
+    if c.kind in model.constraint_kinds:
+        return True
+    if c.kind == "grammar":  # nothing can check a grammar after the fact
+        raise UnsupportedParameterError("constraint", model.provider,
+                                        "a Grammar is enforced only on local models (local, llamacpp, hf); "
+                                        "use JSONSchema, a Pydantic model, Regex or Choice")
+    return False
+
+
+def _validate(c: Constraint, comp: Completion) -> list[str]:
+    """Fill ``comp.parsed``; return the problems (empty when the output is valid)."""
+    if comp.finish_reason == "length":
+        return [f"the output stopped at the token limit before it was complete ({comp.usage.output_tokens} tokens); "
+                "raise max_tokens or ask for less"]
+    try:
+        comp.parsed = c.check(comp.text)
+    except Invalid as e:
+        return e.errors
+    return []
+
+
+def _give_up(c: Constraint, comp: Completion, errors: list[str], tries: int) -> StructuredOutputError:
+    return StructuredOutputError(f"the output did not satisfy {c!r} after {tries} attempt(s): {'; '.join(errors)[:500]}",
+                                 text=comp.text, errors=errors)
+
+
+def _repair(messages: list[Message], comp: Completion, errors: list[str]) -> list[Message]:
+    from ..core.types import assistant
+
+    return messages + [assistant(comp.text), user(REPAIR_PROMPT.format(errors="\n".join(f"- {e}" for e in errors)))]
+
+
+def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int) -> Completion:
+    """One constrained answer: ``Completion.parsed`` holds the validated value."""
+    native = _native(model, c)
+    msgs = messages if native else with_instructions(messages, c)
+    for attempt in range(max_retries + 1):
+        comp = model._constrained_call(msgs, s, c if native else None)
+        errors = _validate(c, comp)
+        if not errors:
+            return comp
+        if attempt < max_retries:
+            msgs = _repair(msgs, comp, errors)
+    raise _give_up(c, comp, errors, max_retries + 1)
+
+
+def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int) -> Iterator[Any]:
+    """Partial values as the JSON grows, then the validated value (see ``Model.stream_json``)."""
+    from pydantic_core import from_json
+
+    native = _native(model, c)
+    msgs = messages if native else with_instructions(messages, c)
+    text, last, shown = [], None, None
+    for chunk in model._constrained_stream(msgs, s, c if native else None):
+        text.append(chunk.text)
+        last = chunk
+        if not chunk.text:
+            continue
+        try:
+            partial = from_json("".join(text), allow_partial="trailing-strings")
+        except ValueError:
+            continue
+        if partial != shown and isinstance(partial, (dict, list)):
+            shown = partial
+            yield partial
+    comp = Completion(text="".join(text), finish_reason=last.finish_reason if last else None,
+                      usage=last.usage if last and last.usage else Completion().usage)
+    errors = _validate(c, comp)
+    if not errors:
+        yield comp.parsed
+        return
+    if max_retries <= 0:
+        raise _give_up(c, comp, errors, 1)
+    yield run(model, _repair(msgs, comp, errors), s, c, max_retries - 1).parsed
