@@ -19,3 +19,11 @@ def llmkit_home(tmp_path, monkeypatch):
     for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "LLMKIT_OTLP_ENDPOINT", "LLMKIT_TRACE"):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path / "llmkit-home"
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The embedded SmolLM2 on llama.cpp, loaded once for every test that needs it."""
+    import llmkit as lk
+
+    return lk.model()

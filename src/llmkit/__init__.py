@@ -4,7 +4,7 @@
     >>> m = lk.model()                      # embedded SmolLM2-135M-Instruct, offline
     >>> m.chat([lk.user("Capital of France?")], temperature=0).text
 """
-from .core import (AuthenticationError, Chunk, Completion, ConfigError, ContextLengthError, LLMKitError, OverloadedError, Message,
+from .core import (AuthenticationError, Chunk, Completion, ConfigError, ConstraintError, StructuredOutputError, ContextLengthError, LLMKitError, OverloadedError, Message,
                    ModelInfo, ProviderError, RateLimitError, Sampling, TokenLogprob, Tool, ToolCall,
                    UnsupportedParameterError, Usage, assistant, system, tool, user)
 from .models import Model, model
@@ -15,5 +15,5 @@ __all__ = [
     "model", "Model", "Message", "ToolCall", "Tool", "Sampling", "Completion", "Chunk", "Usage", "TokenLogprob",
     "ModelInfo", "system", "user", "assistant", "tool",
     "LLMKitError", "ConfigError", "ProviderError", "AuthenticationError", "RateLimitError",
-    "ContextLengthError", "OverloadedError", "UnsupportedParameterError",
+    "ContextLengthError", "OverloadedError", "UnsupportedParameterError", "ConstraintError", "StructuredOutputError",
 ]

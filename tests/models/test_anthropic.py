@@ -3,8 +3,10 @@ import json
 import time
 
 import pytest
+from pydantic import BaseModel, TypeAdapter
 
 import llmkit as lk
+from llmkit.structured import StructuredOutputError
 from llmkit.core import tracing
 from loopback import Loopback, Reply, sse
 
@@ -336,3 +338,97 @@ def test_info_and_no_raw_completion():
         with pytest.raises(lk.UnsupportedParameterError, match="complete"):
             m.complete("Once upon a time")
     assert srv.requests == []
+
+
+# --- structured output: forced tool use ---------------------------------------------------
+class Pet(BaseModel):
+    name: str
+    age: int
+
+
+def answered(value, name="Pet", stop_reason="tool_use"):
+    """A reply whose only block is the forced tool's call, as Claude answers with tool_choice "tool"."""
+    return message([{"type": "tool_use", "id": "toolu_1", "name": name, "input": value}], stop_reason)
+
+
+def test_json_forces_a_tool_whose_input_is_the_instance():
+    with anthropic(lambda req: Reply(200, answered({"name": "Rex", "age": 3}))) as srv:
+        pet = model(srv).json("Invent a dog.", schema=Pet)
+    assert pet == Pet(name="Rex", age=3)
+    body = srv.requests[0].json
+    assert body["tools"] == [{"name": "Pet", "description": "Reply with the structured output.",
+                              "input_schema": Pet.model_json_schema()}]
+    assert body["tool_choice"] == {"type": "tool", "name": "Pet"}
+
+
+def test_constrained_chat_reports_the_answer_as_text_and_stop():
+    with anthropic(lambda req: Reply(200, answered({"name": "Rex", "age": 3}))) as srv:
+        r = model(srv).chat("Invent a dog.", constraint=Pet)
+    assert json.loads(r.text) == {"name": "Rex", "age": 3} and r.parsed == Pet(name="Rex", age=3)
+    assert r.finish_reason == "stop" and r.tool_calls == []  # the tool call IS the answer, not a call to run
+
+
+def test_json_without_schema_forces_an_open_object():
+    with anthropic(lambda req: Reply(200, answered({"city": "Paris"}, name="respond"))) as srv:
+        assert model(srv).json("Capital of France, as JSON.") == {"city": "Paris"}
+    body = srv.requests[0].json
+    assert body["tools"][0]["name"] == "respond" and body["tools"][0]["input_schema"] == {"type": "object"}
+    assert body["tool_choice"] == {"type": "tool", "name": "respond"}
+
+
+def test_non_object_root_is_wrapped_and_unwrapped():
+    with anthropic(lambda req: Reply(200, answered({"value": [{"name": "Rex", "age": 3}]}, name="list"))) as srv:
+        pets = model(srv).json("Invent one dog.", schema=list[Pet])
+    assert pets == [Pet(name="Rex", age=3)]
+    schema = srv.requests[0].json["tools"][0]["input_schema"]
+    full = TypeAdapter(list[Pet]).json_schema()
+    # $defs move up to the wrapper, so "#/$defs/Pet" still resolves
+    assert schema == {"type": "object", "properties": {"value": {"type": "array", "items": {"$ref": "#/$defs/Pet"}}},
+                      "required": ["value"], "$defs": full["$defs"]}
+
+
+def test_stream_json_emits_the_tool_input_as_it_grows():
+    events = [start(20), ev("content_block_start", index=0, content_block={"type": "tool_use", "id": "toolu_1",
+                                                                           "name": "Pet", "input": {}}),
+              json_piece(0, ""), json_piece(0, '{"name": "Re'), json_piece(0, 'x", "age": 3}'),
+              ev("content_block_stop", index=0), *finish("tool_use", 12)]
+    with anthropic(lambda req: Reply(200, events=events)) as srv:
+        got = list(model(srv).stream_json("Invent a dog.", schema=Pet))
+    assert got == [{"name": "Re"}, {"name": "Rex", "age": 3}, Pet(name="Rex", age=3)]
+    body = srv.requests[0].json
+    assert body["stream"] is True and body["tool_choice"] == {"type": "tool", "name": "Pet"}
+
+    with anthropic(lambda req: Reply(200, events=events)) as srv:
+        chunks = list(model(srv).stream("Invent a dog.", constraint=Pet))
+    assert "".join(c.text for c in chunks) == '{"name": "Rex", "age": 3}'
+    assert chunks[-1].finish_reason == "stop" and not any(c.tool_calls for c in chunks)
+
+
+def test_stream_of_a_wrapped_root_emits_the_unwrapped_value():
+    events = [start(20), ev("content_block_start", index=0, content_block={"type": "tool_use", "id": "toolu_1",
+                                                                           "name": "list", "input": {}}),
+              json_piece(0, '{"value": [1, '), json_piece(0, "2]}"), ev("content_block_stop", index=0),
+              *finish("tool_use", 9)]
+    with anthropic(lambda req: Reply(200, events=events)) as srv:
+        got = list(model(srv).stream_json("Two numbers.", schema=list[int]))
+    assert got == [[1, 2], [1, 2]]  # the partial list, then the validated one
+
+
+def test_invalid_tool_input_is_sent_back_with_the_errors_then_validates():
+    replies = iter([answered({"name": "Rex"}), answered({"name": "Rex", "age": 3})])
+    with anthropic(lambda req: Reply(200, next(replies))) as srv:
+        pet = model(srv).json("Invent a dog.", schema=Pet)
+    assert pet == Pet(name="Rex", age=3) and len(srv.requests) == 2
+    turns = srv.requests[1].json["messages"]
+    assert turns[-2] == {"role": "assistant", "content": [{"type": "text", "text": '{"name": "Rex"}'}]}
+    assert turns[-1]["role"] == "user" and "age" in turns[-1]["content"][0]["text"]
+    assert srv.requests[1].json["tool_choice"] == {"type": "tool", "name": "Pet"}
+
+
+def test_tool_input_that_never_validates_raises_after_max_retries():
+    with anthropic(lambda req: Reply(200, answered({"name": "Rex", "age": "old"}))) as srv:
+        with pytest.raises(StructuredOutputError) as e:
+            model(srv).json("Invent a dog.", schema=Pet, max_retries=2)
+    assert len(srv.requests) == 3
+    assert json.loads(e.value.text) == {"name": "Rex", "age": "old"}
+    assert any("age" in err for err in e.value.errors)

@@ -2,6 +2,7 @@
 import time
 
 import pytest
+from pydantic import BaseModel
 
 import llmkit as lk
 from loopback import Loopback, Reply, sse
@@ -327,3 +328,54 @@ def test_stream_hands_over_a_tool_call_left_open_at_message_end():
         chunks = list(model(srv).stream("hi", tools=[WEATHER]))
     assert [(c.id, c.arguments) for c in chunks[-1].tool_calls] == [("t1", {"city": "Oslo"})]
     assert chunks[-1].finish_reason == "tool_calls"
+
+
+# --- structured output: response_format ----------------------------------------------------
+class Pet(BaseModel):
+    name: str
+    age: int
+
+
+def test_json_sends_response_format_with_json_schema_and_returns_the_instance():
+    with cohere(lambda req: Reply(200, response(['{"name": "Rex", "age": 3}']))) as srv:
+        pet = model(srv).json("Invent a dog.", schema=Pet, temperature=0)
+    assert pet == Pet(name="Rex", age=3)
+    body = srv.requests[0].json
+    assert body["response_format"] == {"type": "json_object", "json_schema": Pet.model_json_schema()}
+    assert body["temperature"] == 0
+
+
+def test_json_without_schema_sends_json_object():
+    with cohere(lambda req: Reply(200, response(['{"city": "Paris"}']))) as srv:
+        assert model(srv).json("Capital of France, as JSON.") == {"city": "Paris"}
+    assert srv.requests[0].json["response_format"] == {"type": "json_object"}
+
+
+def test_stream_json_yields_partial_dicts_then_the_instance():
+    events = [text_delta('{"name": "Re'), text_delta('x", "age": 3}'), message_end()]
+    with cohere(lambda req: Reply(200, events=events)) as srv:
+        got = list(model(srv).stream_json("Invent a dog.", schema=Pet))
+    assert got == [{"name": "Re"}, {"name": "Rex", "age": 3}, Pet(name="Rex", age=3)]
+    body = srv.requests[0].json
+    assert body["stream"] is True and body["response_format"]["json_schema"] == Pet.model_json_schema()
+
+
+def test_non_object_root_is_wrapped_and_unwrapped():
+    with cohere(lambda req: Reply(200, response(['{"value": [1, 2]}']))) as srv:
+        assert model(srv).json("Two numbers.", schema=list[int]) == [1, 2]
+    wrapped = {"type": "object", "properties": {"value": {"type": "array", "items": {"type": "integer"}}},
+               "required": ["value"]}
+    assert srv.requests[0].json["response_format"] == {"type": "json_object", "json_schema": wrapped}
+
+    events = [text_delta('{"value": [1, '), text_delta("2]}"), message_end()]
+    with cohere(lambda req: Reply(200, events=events)) as srv:
+        assert list(model(srv).stream_json("Two numbers.", schema=list[int])) == [[1, 2], [1, 2]]
+
+
+def test_invalid_json_is_sent_back_with_the_errors():
+    replies = iter([response(['{"name": "Rex"}']), response(['{"name": "Rex", "age": 3}'])])
+    with cohere(lambda req: Reply(200, next(replies))) as srv:
+        assert model(srv).json("Invent a dog.", schema=Pet) == Pet(name="Rex", age=3)
+    messages = srv.requests[1].json["messages"]
+    assert messages[-2] == {"role": "assistant", "content": '{"name": "Rex"}'}
+    assert messages[-1]["role"] == "user" and "age" in messages[-1]["content"]

@@ -1,7 +1,10 @@
 """The Gemini backend against a loopback server speaking the Gemini API's generateContent wire format."""
+import datetime
 import time
+from typing import Literal, Optional
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 import llmkit as lk
 from loopback import Loopback, Reply, sse
@@ -345,3 +348,96 @@ def test_error_event_mid_stream_is_a_provider_error():
     with gemini(lambda req: Reply(200, events=events)) as srv:
         with pytest.raises(lk.ProviderError, match="overloaded"):
             list(model(srv).stream("hi"))
+
+
+# --- structured output: responseMimeType + responseSchema ----------------------------------
+class Pet(BaseModel):
+    name: str
+    age: int
+
+
+class Owner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    who: str = Field(description="full name")
+    pets: list[Pet]
+    nick: Optional[str] = None
+    kind: Literal["person", "company"]
+    born: datetime.datetime
+
+
+PET = {"type": "OBJECT", "properties": {"name": {"type": "STRING"}, "age": {"type": "INTEGER"}},
+       "required": ["name", "age"]}
+
+
+def test_json_sends_response_schema_and_returns_the_instance():
+    with gemini(lambda req: Reply(200, response([{"text": '{"name": "Rex", '}, {"text": '"age": 3}'}]))) as srv:
+        pet = model(srv).json("Invent a dog.", schema=Pet, temperature=0)
+    assert pet == Pet(name="Rex", age=3)
+    assert srv.requests[0].json["generationConfig"] == {"temperature": 0, "responseMimeType": "application/json",
+                                                        "responseSchema": PET}
+
+
+def test_json_without_schema_sends_only_the_mime_type():
+    with gemini(lambda req: Reply(200, response([{"text": '{"city": "Paris"}'}]))) as srv:
+        assert model(srv).json("Capital of France, as JSON.") == {"city": "Paris"}
+    assert srv.requests[0].json["generationConfig"] == {"responseMimeType": "application/json"}
+
+
+def test_choose_sends_text_x_enum():
+    with gemini(lambda req: Reply(200, response([{"text": "negative"}]))) as srv:
+        assert model(srv).choose("Is 'awful' positive?", ["positive", "negative"]) == "negative"
+    assert srv.requests[0].json["generationConfig"] == {
+        "responseMimeType": "text/x.enum", "responseSchema": {"type": "STRING", "enum": ["positive", "negative"]}}
+
+
+def test_stream_json_yields_partial_dicts_then_the_instance():
+    events = [sse({"candidates": [{"content": {"role": "model", "parts": [{"text": '{"name": "Re'}]}}]}),
+              sse({"candidates": [{"content": {"role": "model", "parts": [{"text": 'x", "age": 3}'}]},
+                                   "finishReason": "STOP"}]})]
+    with gemini(lambda req: Reply(200, events=events)) as srv:
+        got = list(model(srv).stream_json("Invent a dog.", schema=Pet))
+    assert got == [{"name": "Re"}, {"name": "Rex", "age": 3}, Pet(name="Rex", age=3)]
+    req = srv.requests[0]
+    assert req.path == STREAM and req.json["generationConfig"]["responseSchema"] == PET
+
+
+def test_invalid_json_is_sent_back_with_the_errors():
+    replies = iter([response([{"text": '{"name": "Rex"}'}]), response([{"text": '{"name": "Rex", "age": 3}'}])])
+    with gemini(lambda req: Reply(200, next(replies))) as srv:
+        assert model(srv).json("Invent a dog.", schema=Pet) == Pet(name="Rex", age=3)
+    contents = srv.requests[1].json["contents"]
+    assert contents[-2] == {"role": "model", "parts": [{"text": '{"name": "Rex"}'}]}
+    assert "age" in contents[-1]["parts"][0]["text"]
+
+
+def test_json_schema_becomes_geminis_openapi_subset():
+    from llmkit.models.gemini import gemini_schema
+
+    assert gemini_schema(Owner.model_json_schema()) == {
+        "type": "OBJECT",
+        "properties": {
+            "who": {"type": "STRING", "description": "full name"},
+            "pets": {"type": "ARRAY", "items": PET},                       # $ref inlined
+            "nick": {"type": "STRING", "nullable": True},                  # anyOf [X, null]; default dropped
+            "kind": {"type": "STRING", "enum": ["person", "company"]},
+            "born": {"type": "STRING", "format": "date-time"},
+        },
+        "required": ["who", "pets", "kind", "born"],                       # additionalProperties and titles dropped
+    }
+    assert gemini_schema({"type": ["integer", "null"], "exclusiveMinimum": 0}) == {"type": "INTEGER", "nullable": True}
+    assert gemini_schema({"const": "yes"}) == {"type": "STRING", "enum": ["yes"]}
+    assert gemini_schema({"type": "string", "format": "email", "pattern": "@", "maxLength": 9}) == {
+        "type": "STRING", "maxLength": 9}                                  # formats the API rejects are dropped
+    assert gemini_schema({"type": ["string", "integer"]}) == {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]}
+
+
+def test_schema_the_subset_cannot_carry_falls_back_to_json_mode():
+    class Node(BaseModel):
+        label: str
+        children: list["Node"]
+
+    replies = [response([{"text": '{"label": "a", "children": []}'}]), response([{"text": '{"a": 1}'}])]
+    with gemini(lambda req: Reply(200, replies[len(srv.requests) - 1])) as srv:
+        assert model(srv).json("A tree.", schema=Node) == Node(label="a", children=[])  # recursive $ref
+        assert model(srv).json("Counts.", schema=dict[str, int]) == {"a": 1}           # object without properties
+    assert [r.json["generationConfig"] for r in srv.requests] == [{"responseMimeType": "application/json"}] * 2

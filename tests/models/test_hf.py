@@ -227,7 +227,7 @@ def test_loading_errors_name_the_problem(tmp_path):
 
 
 def test_info_and_token_counts(tiny):
-    assert tiny.info.capabilities == ["chat", "stream", "complete", "logprobs"]
+    assert tiny.info.capabilities == ["chat", "stream", "complete", "logprobs", "tools", "structured"]
     assert tiny.context_length == 256 and tiny.provider == "hf"
     assert tiny.count_tokens(PROMPT) == len(tiny.tokenizer.encode(PROMPT))
     assert 2 in tiny.eos_token_ids   # <|im_end|>

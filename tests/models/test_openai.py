@@ -7,9 +7,11 @@ import json
 import time
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 from loopback import Loopback, Reply, sse
 
 import llmkit as lk
+from llmkit.structured import StructuredOutputError
 from llmkit.core import tracing
 
 KEY = "sk-test"
@@ -292,3 +294,124 @@ def test_count_tokens_with_or_without_tiktoken():
         return
     assert m.count_tokens("hello world") == 2
     assert m.count_tokens([lk.user("hello world")]) > m.count_tokens("hello world")
+
+
+# --- structured output ---------------------------------------------------------------------
+class Pet(BaseModel):
+    name: str
+    age: int
+
+
+class StrictPet(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # additionalProperties: false, as strict mode requires
+    name: str
+    tags: list[str]
+
+
+def test_json_sends_response_format_json_schema_and_returns_the_instance():
+    with Loopback(lambda req: Reply(200, completion('{"name": "Rex", "age": 3}'))) as srv:
+        pet = openai(srv).json("Invent a dog.", schema=Pet, temperature=0)
+    assert pet == Pet(name="Rex", age=3)
+    body = srv.requests[0].json
+    # Pet is open (no additionalProperties: false), so strict mode would reject it: sent as it is, strict false
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "Pet", "schema": Pet.model_json_schema(), "strict": False}}
+    assert body["temperature"] == 0
+
+
+def test_json_schema_that_qualifies_is_sent_strict():
+    with Loopback(lambda req: Reply(200, completion('{"name": "Rex", "tags": ["good"]}'))) as srv:
+        assert openai(srv).json("Invent a dog.", schema=StrictPet) == StrictPet(name="Rex", tags=["good"])
+    fmt = srv.requests[0].json["response_format"]["json_schema"]
+    assert fmt["strict"] is True and fmt["schema"] == StrictPet.model_json_schema()  # not rewritten
+
+
+def test_strict_ok_walks_nested_schemas():
+    from llmkit.models.openai import strict_ok
+
+    closed = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+              "additionalProperties": False}
+    assert strict_ok(closed)
+    assert not strict_ok({**closed, "required": []})                       # a property left optional
+    assert not strict_ok({"type": "array", "items": closed})                # root not an object
+    assert not strict_ok({**closed, "properties": {"a": {"type": "string", "default": "x"}}})  # not in the subset
+    nested = {**closed, "properties": {"a": {"$ref": "#/$defs/B"}},
+              "$defs": {"B": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}
+    assert not strict_ok(nested)                                            # $defs/B is open
+    nested["$defs"]["B"]["additionalProperties"] = False
+    assert strict_ok(nested)
+    assert not strict_ok({**closed, "properties": {"a": {"anyOf": [{"type": "object"}, {"type": "null"}]}}})
+
+
+def test_json_without_schema_sends_json_object():
+    with Loopback(lambda req: Reply(200, completion('{"city": "Paris"}'))) as srv:
+        assert openai(srv).json("Capital of France, as JSON.") == {"city": "Paris"}
+    body = srv.requests[0].json
+    assert body["response_format"] == {"type": "json_object"}
+    assert "JSON object" in body["messages"][-1]["content"]  # the instructions name JSON, as OpenAI requires
+
+
+def test_stream_json_yields_partial_dicts_then_the_instance():
+    pieces = ['{"name": "Re', 'x", "ag', 'e": 3}']
+    events = [sse(chunk({"content": p})) for p in pieces] + [sse(chunk({}, finish="stop")), sse("[DONE]")]
+    with Loopback(lambda req: Reply(200, events=events)) as srv:
+        got = list(openai(srv).stream_json("Invent a dog.", schema=Pet))
+    assert got == [{"name": "Re"}, {"name": "Rex"}, {"name": "Rex", "age": 3}, Pet(name="Rex", age=3)]
+    body = srv.requests[0].json
+    assert body["stream"] is True and body["response_format"]["type"] == "json_schema"
+
+
+def test_invalid_output_is_sent_back_with_the_errors_then_validates():
+    replies = iter([completion('{"name": "Rex"}'), completion('{"name": "Rex", "age": 3}')])
+    with Loopback(lambda req: Reply(200, next(replies))) as srv:
+        pet = openai(srv).json("Invent a dog.", schema=Pet)
+    assert pet == Pet(name="Rex", age=3) and len(srv.requests) == 2
+    first, second = (r.json["messages"] for r in srv.requests)
+    assert second[:len(first)] == first
+    assert second[-2] == {"role": "assistant", "content": '{"name": "Rex"}'}
+    repair = second[-1]
+    assert repair["role"] == "user" and "age" in repair["content"] and "not valid" in repair["content"]
+    assert srv.requests[1].json["response_format"] == srv.requests[0].json["response_format"]
+
+
+def test_output_that_never_validates_raises_after_max_retries():
+    replies = iter([completion("not json"), completion('{"name": "Rex"}')])
+    with Loopback(lambda req: Reply(200, next(replies))) as srv:
+        with pytest.raises(StructuredOutputError) as e:
+            openai(srv).json("Invent a dog.", schema=Pet, max_retries=1)
+    assert len(srv.requests) == 2
+    assert e.value.text == '{"name": "Rex"}'
+    assert e.value.errors and any("age" in err for err in e.value.errors)
+
+
+def test_regex_is_asked_for_in_words_and_retried_until_it_matches():
+    from llmkit.structured import Regex
+
+    c = Regex(r"\d{4}-\d{2}-\d{2}")
+    replies = iter([completion("July 14th, 1789"), completion("1789-07-14")])
+    with Loopback(lambda req: Reply(200, next(replies))) as srv:
+        r = openai(srv).chat("When was the Bastille stormed?", constraint=c)
+    assert r.parsed == "1789-07-14" and len(srv.requests) == 2
+    first = srv.requests[0].json
+    assert "response_format" not in first  # not an OpenAI mechanism: asked in words, validated after
+    assert first["messages"][-1]["content"] == f"When was the Bastille stormed?\n\n{c.instructions()}"
+    assert "does not match" in srv.requests[1].json["messages"][-1]["content"]
+
+
+def test_choose_is_asked_for_in_words_and_validated():
+    replies = iter([completion("Maybe."), completion("Positive.")])
+    with Loopback(lambda req: Reply(200, next(replies))) as srv:
+        label = openai(srv).choose("Is 'I loved it' positive or negative?", ["positive", "negative"])
+    assert label == "positive" and len(srv.requests) == 2
+    first = srv.requests[0].json
+    assert "response_format" not in first
+    assert "Reply with exactly one of: positive, negative." in first["messages"][-1]["content"]
+
+
+def test_grammar_on_a_remote_model_is_refused_before_any_request():
+    from llmkit.structured import Grammar
+
+    with Loopback(lambda req: Reply(200, completion())) as srv:
+        with pytest.raises(lk.UnsupportedParameterError, match="Grammar"):
+            openai(srv).chat("hi", constraint=Grammar('start: "yes" | "no"'))
+    assert srv.requests == []

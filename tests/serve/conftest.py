@@ -108,12 +108,6 @@ def gateway(srv, **options: Any) -> lk.Model:
 
 
 @pytest.fixture(scope="session")
-def embedded() -> lk.Model:
-    """The embedded SmolLM2 on llama.cpp, loaded once for every server test that needs it."""
-    return lk.model()
-
-
-@pytest.fixture(scope="session")
 def live(embedded) -> Live:
     """One server on the embedded model for every integration test (default ServeConfig, no key)."""
     with Live(embedded) as server:

@@ -56,7 +56,7 @@ def test_stop_sequences_and_top_k(live):  # top_k=1 is greedy whatever the tempe
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}], "max_tokens": 8}, "'image' block"),
     ({"messages": QUESTION, "max_tokens": 8, "model": "claude-x"}, "'claude-x' is not served here"),
     ({"messages": QUESTION, "max_tokens": 8, "tools": [{"name": "f", "input_schema": {"type": "object"}}],
-      "stream": True}, "cannot call tools yet"),
+      "tool_choice": {"type": "tool", "name": "g"}}, "'g'"),
 ])
 def test_bad_requests_get_anthropic_shaped_errors(live, body, needle):
     r = httpx.post(live.url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})

@@ -4,6 +4,11 @@ The key comes from ``ANTHROPIC_API_KEY`` (or ``api_key=``) and is sent as ``x-ap
 ``base_url`` is the host root, as in Anthropic's SDKs (``ANTHROPIC_BASE_URL`` overrides the
 default), and this backend appends ``/v1/messages``.
 
+Structured output (``m.json``, ``chat(constraint=...)``) uses forced tool use: one tool whose
+``input_schema`` is the constraint's schema, and ``tool_choice`` naming it. Its input is the
+answer: the completion's text is that JSON and its finish reason "stop", not "tool_calls". A root
+that is not an object (``list[Pet]``) travels wrapped as ``{"value": ...}`` and comes back unwrapped.
+
 Example:
     >>> import llmkit as lk
     >>> m = lk.model("anthropic:claude-sonnet-4-5")
@@ -25,6 +30,7 @@ from ..core.errors import ConfigError, ProviderError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, Tool, ToolCall, Usage, as_messages
 from ._http import HTTP, RemoteOptions, loads, malformed, resolve_key
+from ._schema import object_root, unwrap, unwrap_text
 from .base import Model
 
 KEY_ENV = ("ANTHROPIC_API_KEY",)
@@ -35,6 +41,7 @@ DEFAULT_MAX_TOKENS = 1024   # the API requires max_tokens; this is what the SDK 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
           "refusal": "content_filter", "model_context_window_exceeded": "length"}
 TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+ANSWER_TOOL = "Reply with the structured output."  # description of the forced tool that carries a constraint
 
 
 class AnthropicModel(Model):
@@ -52,6 +59,7 @@ class AnthropicModel(Model):
     provider = "anthropic"
     supported = frozenset({"temperature", "top_p", "top_k", "stop", "max_tokens"})
     capabilities = ("chat", "stream", "tools")
+    constraint_kinds = frozenset({"json", "json_schema"})  # forced tool use; see the module docstring
 
     def __init__(self, name: str, **options: Any):
         super().__init__(name)
@@ -64,8 +72,9 @@ class AnthropicModel(Model):
         self.http = HTTP(self.provider, self.base_url, {"x-api-key": key, "anthropic-version": API_VERSION}, opts)
 
     # --- chat -------------------------------------------------------------------------------
-    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
-        data = self.http.post("/v1/messages", self._body(messages, s, tools, tool_choice))
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> Completion:
+        data = self.http.post("/v1/messages", self._body(messages, s, tools, tool_choice, constraint))
         if data.get("type") == "error":  # an error object that came with a 2xx status
             raise malformed(self.provider, f"error in response: {_error_text(data)}", data)
         try:
@@ -75,14 +84,20 @@ class AnthropicModel(Model):
             usage = _usage(data["usage"])
         except (KeyError, TypeError, ValidationError) as e:
             raise malformed(self.provider, f"malformed response: {type(e).__name__}: {e}", data) from None
-        return Completion(text=text, finish_reason=FINISH.get(data.get("stop_reason")), usage=usage,
+        if constraint is not None and calls:  # the forced tool's input is the answer, not a call to run
+            value, wrapped = calls[0].arguments, answer_tool(constraint)[1]
+            text, calls = json.dumps(unwrap(value) if wrapped else value, ensure_ascii=False), []
+        return Completion(text=text, finish_reason=_finish(data.get("stop_reason"), constraint), usage=usage,
                           tool_calls=calls, model=data.get("model") or self.name, provider=self.provider, raw=data)
 
     # --- stream -----------------------------------------------------------------------------
-    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Iterator[Chunk]:
-        body = {**self._body(messages, s, tools, tool_choice), "stream": True}
+    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+                constraint: Any = None) -> Iterator[Chunk]:
+        body = {**self._body(messages, s, tools, tool_choice, constraint), "stream": True}
         usage, stop_reason = Usage(), None
         pending: dict[int, dict[str, Any]] = {}  # block index → tool_use id, name and JSON pieces so far
+        wrapped = constraint is not None and answer_tool(constraint)[1]
+        answer: dict[int, list[str]] = {}  # the forced tool's block → its JSON, held back only when wrapped
         # closing(): a caller that stops reading early releases the connection at once
         with closing(self.http.stream("/v1/messages", body)) as events:
             for event, data in events:
@@ -93,27 +108,38 @@ class AnthropicModel(Model):
                         usage = _usage(ev["message"].get("usage") or {})
                     elif kind == "content_block_start":
                         block = ev["content_block"]
-                        if block["type"] == "tool_use":
+                        if block["type"] == "tool_use" and constraint is not None:
+                            answer[ev["index"]] = []
+                        elif block["type"] == "tool_use":
                             pending[ev["index"]] = {"id": block["id"], "name": block["name"], "parts": []}
-                        elif block["type"] == "text" and block.get("text"):
+                        elif block["type"] == "text" and block.get("text") and constraint is None:
                             yield Chunk(text=block["text"])
                     elif kind == "content_block_delta":
                         delta = ev["delta"]
-                        if delta["type"] == "text_delta":
+                        if delta["type"] == "text_delta" and constraint is None:  # text beside the answer is not JSON
                             yield Chunk(text=delta["text"])
+                        elif delta["type"] == "input_json_delta" and ev["index"] in answer:
+                            if wrapped:
+                                answer[ev["index"]].append(delta["partial_json"])
+                            elif delta["partial_json"]:
+                                yield Chunk(text=delta["partial_json"])
                         elif delta["type"] == "input_json_delta":
                             pending[ev["index"]]["parts"].append(delta["partial_json"])
                         # thinking_delta, signature_delta, citations_delta: not part of the answer text
                     elif kind == "content_block_stop":
                         if ev["index"] in pending:
                             yield Chunk(tool_calls=[self._tool_call(pending.pop(ev["index"]))])
+                        elif wrapped and ev["index"] in answer:
+                            yield Chunk(text=unwrap_text("".join(answer.pop(ev["index"]))))
                     elif kind == "message_delta":
                         stop_reason = ev["delta"].get("stop_reason") or stop_reason
                         usage = _usage(ev.get("usage") or {}, usage)  # running totals, not increments
                     elif kind == "message_stop":
                         # a tool block the server never closed is still a whole call: hand it over now
                         calls = [self._tool_call(p) for p in pending.values()]
-                        yield Chunk(finish_reason=FINISH.get(stop_reason), usage=usage, tool_calls=calls)
+                        text = unwrap_text("".join(next(iter(answer.values())))) if wrapped and answer else ""
+                        yield Chunk(text=text, finish_reason=_finish(stop_reason, constraint), usage=usage,
+                                    tool_calls=calls)
                         return
                     elif kind == "error":  # e.g. overloaded mid-stream; too late to retry, events were delivered
                         raise ProviderError(_error_text(ev), provider=self.provider, body=data[:2000])
@@ -153,7 +179,8 @@ class AnthropicModel(Model):
         return data["input_tokens"]
 
     # --- request building -------------------------------------------------------------------
-    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> dict[str, Any]:
+    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> dict[str, Any]:
         if s.temperature is not None and s.temperature > 1:  # llmkit allows up to 5; the API rejects > 1
             raise ConfigError(f"temperature={s.temperature} is out of range for anthropic: accepted 0 to 1")
         system, turns = to_wire(messages)
@@ -174,8 +201,31 @@ class AnthropicModel(Model):
                 body["tool_choice"] = TOOL_CHOICE.get(tool_choice) or {"type": "tool", "name": tool_choice}
         elif tool_choice == "required":
             raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
+        if constraint is not None:
+            tool, _ = answer_tool(constraint)
+            body["tools"], body["tool_choice"] = [tool], {"type": "tool", "name": tool["name"]}
         return body
 
+
+def answer_tool(c: Any) -> tuple[dict[str, Any], bool]:
+    """The tool whose forced input carries constraint ``c``'s JSON, and whether its schema was
+    wrapped in ``{"value": ...}`` (the API wants an object at the root of ``input_schema``).
+
+    Example:
+        >>> answer_tool(JSON())[0]["input_schema"]
+        {'type': 'object'}
+        >>> tool, wrapped = answer_tool(Typed(list[int]))
+        >>> tool["input_schema"]["properties"], wrapped
+        ({'value': {'items': {'type': 'integer'}, 'type': 'array'}}, True)
+    """
+    schema, wrapped = object_root(c.schema() or {"type": "object"})
+    return {"name": getattr(c, "name", None) or "respond", "description": ANSWER_TOOL, "input_schema": schema}, wrapped
+
+
+def _finish(stop_reason: str | None, constraint: Any) -> str | None:
+    if constraint is not None and stop_reason == "tool_use":  # the forced tool's input IS the answer
+        return "stop"
+    return FINISH.get(stop_reason)
 
 
 def to_wire(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:

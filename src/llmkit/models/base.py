@@ -139,13 +139,16 @@ class Model:
 
     # --- the public API -------------------------------------------------------------------
     def chat(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
-             tool_choice: str | None = None, constraint: Any = None, max_retries: int = 2, **fields: Any) -> Completion:
+             tool_choice: str | None = None, constraint: Any = None, max_retries: int = 2,
+             instructions: bool = False, **fields: Any) -> Completion:
         """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords.
 
         ``constraint``: a :mod:`llmkit.structured` constraint (or a Pydantic class, a JSON Schema
         dict, a list of choices) the answer must satisfy; ``Completion.parsed`` then holds the
         validated value. Local models enforce it token by token; remote ones with the provider's
-        mechanism, re-asked up to ``max_retries`` times with the validation errors.
+        mechanism, re-asked up to ``max_retries`` times with the validation errors. With
+        ``instructions=True`` the constraint's instructions join the last user message (they
+        always do where the backend cannot enforce the constraint itself).
         """
         msgs, s, tools, tool_choice = self._prepare(messages, sampling, tools, tool_choice, fields)
         if constraint is not None:
@@ -153,7 +156,7 @@ class Model:
 
             if tools:
                 raise ConfigError("pass either tools or constraint, not both (tool calls have their own grammar)")
-            return generate.run(self, msgs, s, as_constraint(constraint), _retries(max_retries))
+            return generate.run(self, msgs, s, as_constraint(constraint), _retries(max_retries), instructions)
         with _CallSpan(self, "chat", msgs, s, tools) as call:
             try:
                 c = self._chat(msgs, s, tools, tool_choice)
@@ -201,13 +204,11 @@ class Model:
             >>> m.json("Name the capital of France.", schema=City, temperature=0)
             City(name='Paris')
         """
-        from ..structured import JSON, as_constraint, generate
+        from ..structured import JSON, as_constraint
 
         c = JSON() if schema is None else as_constraint(schema)
-        msgs = as_messages(messages)
-        if instructions:
-            msgs = generate.with_instructions(msgs, c)
-        return self.chat(msgs, sampling=sampling, constraint=c, max_retries=max_retries, **fields).parsed
+        return self.chat(messages, sampling=sampling, constraint=c, max_retries=max_retries, instructions=instructions,
+                         **fields).parsed
 
     def choose(self, messages: Any, options: list[str], *, instructions: bool = True, max_retries: int = 2,
                sampling: Sampling | dict | None = None, **fields: Any) -> str:
@@ -217,13 +218,10 @@ class Model:
             >>> m.choose("Is 'I loved it' positive or negative?", ["positive", "negative"], temperature=0)
             'positive'
         """
-        from ..structured import Choice, generate
+        from ..structured import Choice
 
-        c = Choice(options)
-        msgs = as_messages(messages)
-        if instructions:
-            msgs = generate.with_instructions(msgs, c)
-        return self.chat(msgs, sampling=sampling, constraint=c, max_retries=max_retries, **fields).parsed
+        return self.chat(messages, sampling=sampling, constraint=Choice(options), max_retries=max_retries,
+                         instructions=instructions, **fields).parsed
 
     def stream_json(self, messages: Any, schema: Any = None, *, instructions: bool = True, max_retries: int = 2,
                     sampling: Sampling | dict | None = None, **fields: Any) -> Iterator[Any]:
@@ -239,11 +237,8 @@ class Model:
         from ..structured import JSON, as_constraint, generate
 
         c = JSON() if schema is None else as_constraint(schema)
-        msgs = as_messages(messages)
-        if instructions:
-            msgs = generate.with_instructions(msgs, c)
-        msgs, s, _, _ = self._prepare(msgs, sampling, None, None, fields)
-        return generate.stream(self, msgs, s, c, _retries(max_retries))
+        msgs, s, _, _ = self._prepare(messages, sampling, None, None, fields)
+        return generate.stream(self, msgs, s, c, _retries(max_retries), instructions)
 
     def _constrained_call(self, msgs: list[Message], s: Sampling, c: Any) -> Completion:
         """One traced call; ``c`` is passed to the backend (it enforces that kind) or None."""

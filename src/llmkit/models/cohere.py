@@ -8,6 +8,11 @@ When Command decides to call tools it first writes a *tool plan* ("I will look u
 instead of content; llmkit returns that plan as the completion's text and sends it back as
 ``tool_plan`` when the turn is replayed, so nothing the model said is lost.
 
+Structured output (``m.json``, ``chat(constraint=...)``) sets ``response_format``:
+``{"type": "json_object"}`` for JSON(), plus ``"json_schema": <schema>`` for a JSON Schema or a
+Pydantic type. JSON-object mode always writes an object, so a schema with another root
+(``list[Pet]``) travels wrapped as ``{"value": ...}`` and comes back unwrapped.
+
 Example:
     >>> import llmkit as lk
     >>> m = lk.model("cohere:command-a-03-2025")
@@ -28,6 +33,7 @@ from ..core.errors import ConfigError, ProviderError
 from ..core.sampling import Sampling
 from ..core.types import Chunk, Completion, Message, TokenLogprob, Tool, ToolCall, Usage, as_messages
 from ._http import HTTP, RemoteOptions, loads, malformed, resolve_key
+from ._schema import object_root, unwrap_text
 from .base import Model
 from .registry import NATIVE
 
@@ -57,6 +63,7 @@ class CohereModel(Model):
     provider = "cohere"
     supported = frozenset(SAMPLING)
     capabilities = ("chat", "stream", "tools")
+    constraint_kinds = frozenset({"json", "json_schema"})  # response_format; see the module docstring
 
     def __init__(self, name: str, **options: Any):
         super().__init__(name)
@@ -67,8 +74,9 @@ class CohereModel(Model):
         self.http = HTTP(self.provider, base_url, {"authorization": f"Bearer {key}"}, opts)
 
     # --- chat -------------------------------------------------------------------------------
-    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
-        data = self.http.post("/v2/chat", self._body(messages, s, tools, tool_choice))
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> Completion:
+        data = self.http.post("/v2/chat", self._body(messages, s, tools, tool_choice, constraint))
         reason = data.get("finish_reason")
         if reason in FAILED:
             raise malformed(self.provider, f"generation failed: finish_reason {reason}", data)
@@ -80,14 +88,19 @@ class CohereModel(Model):
             usage = _usage(data.get("usage"))
         except MALFORMED as e:
             raise malformed(self.provider, f"malformed response: {type(e).__name__}: {e}", data) from None
+        if constraint is not None and response_format(constraint)[1]:
+            text = unwrap_text(text)
         return Completion(text=text or msg.get("tool_plan") or "", finish_reason=_finish(reason, bool(calls)),
                           usage=usage, logprobs=logprobs, tool_calls=calls, model=self.name, provider=self.provider, raw=data)
 
     # --- stream -----------------------------------------------------------------------------
-    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Iterator[Chunk]:
-        body = {**self._body(messages, s, tools, tool_choice), "stream": True}
+    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+                constraint: Any = None) -> Iterator[Chunk]:
+        body = {**self._body(messages, s, tools, tool_choice, constraint), "stream": True}
         pending: dict[int, dict[str, Any]] = {}  # tool-call index → id, name and argument pieces so far
         n_calls = 0
+        # a reply to a wrapped schema is held back and unwrapped at the end
+        held: list[str] | None = [] if constraint is not None and response_format(constraint)[1] else None
         for event, data in self.http.stream("/v2/chat", body):
             ev = loads(data, self.provider)
             kind = ev.get("type", event) if isinstance(ev, dict) else event
@@ -97,7 +110,9 @@ class CohereModel(Model):
                 if kind == "content-delta":
                     text = (msg.get("content") or {}).get("text")  # thinking content has no text: skipped
                     logprobs = [_logprob(ev["logprobs"])] if ev.get("logprobs") else None
-                    if text or logprobs:
+                    if held is not None:
+                        held.append(text or "")
+                    elif text or logprobs:
                         yield Chunk(text=text or "", logprobs=logprobs)
                 elif kind == "tool-plan-delta":
                     if msg.get("tool_plan"):
@@ -122,7 +137,8 @@ class CohereModel(Model):
                                             provider=self.provider, body=data[:2000])
                     # a call the server never closed is still a whole call: hand it over now
                     calls = [self._streamed_call(p) for p in pending.values()]
-                    yield Chunk(finish_reason=_finish(reason, n_calls > 0), usage=_usage(delta.get("usage")), tool_calls=calls)
+                    yield Chunk(text=unwrap_text("".join(held)) if held else "", tool_calls=calls,
+                                finish_reason=_finish(reason, n_calls > 0), usage=_usage(delta.get("usage")))
                     return
                 # message-start, content-start/-end, citation-* and types added later carry nothing to emit
             except MALFORMED as e:
@@ -156,7 +172,8 @@ class CohereModel(Model):
         return len(data["tokens"])
 
     # --- request building -------------------------------------------------------------------
-    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> dict[str, Any]:
+    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.name, "messages": to_wire(messages)}
         body.update({SAMPLING[k]: v for k, v in s.set_fields().items() if k in SAMPLING})
         if tools:
@@ -170,7 +187,23 @@ class CohereModel(Model):
                 body["tool_choice"] = tool_choice.upper()
         elif tool_choice == "required":
             raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
+        if constraint is not None:
+            body["response_format"] = response_format(constraint)[0]
         return body
+
+
+def response_format(c: Any) -> tuple[dict[str, Any], bool]:
+    """A constraint as Chat v2's ``response_format``, and whether its schema was wrapped in
+    ``{"value": ...}`` to put an object at the root.
+
+    Example:
+        >>> response_format(JSON())
+        ({'type': 'json_object'}, False)
+    """
+    if c.schema() is None:
+        return {"type": "json_object"}, False
+    schema, wrapped = object_root(c.schema())
+    return {"type": "json_object", "json_schema": schema}, wrapped
 
 
 def to_wire(messages: list[Message]) -> list[dict[str, Any]]:

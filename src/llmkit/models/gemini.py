@@ -8,6 +8,11 @@ The key comes from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY`` (or ``api_key=``) an
 Gemini gives tool calls no ids, so llmkit numbers them ``call_0``, ``call_1``… within each
 response; a tool result finds its function name by walking back to the call it answers.
 
+Structured output (``m.json``, ``m.choose``, ``chat(constraint=...)``) sets ``generationConfig``:
+``responseMimeType: application/json`` with ``responseSchema`` (the constraint's JSON Schema turned
+into Gemini's OpenAPI subset by :func:`gemini_schema`), or ``text/x.enum`` with a string enum for
+a Choice. The reply is still validated against the full schema, so what the subset drops is checked.
+
 Example:
     >>> import llmkit as lk
     >>> m = lk.model("gemini:gemini-2.5-flash")
@@ -48,6 +53,11 @@ MODE = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 # thought-signature guide documents this value as the way to skip the check.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 MALFORMED = (KeyError, IndexError, TypeError, AttributeError, ValidationError)
+# JSON Schema keywords with the same meaning in Gemini's Schema (v1beta), kept as they are
+SCHEMA_KEEP = ("description", "minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength",
+               "minProperties", "maxProperties", "propertyOrdering")
+# the only ``format`` values the Gemini API accepts, per type; any other makes the request fail
+SCHEMA_FORMATS = {"STRING": {"date-time", "enum"}, "NUMBER": {"float", "double"}, "INTEGER": {"int32", "int64"}}
 
 
 class GeminiModel(Model):
@@ -66,6 +76,7 @@ class GeminiModel(Model):
     provider = "gemini"
     supported = frozenset(GENERATION) | {"logprobs", "top_logprobs"}
     capabilities = ("chat", "stream", "tools")
+    constraint_kinds = frozenset({"json", "json_schema", "choice"})  # responseMimeType/responseSchema
 
     def __init__(self, name: str, **options: Any):
         super().__init__(name)
@@ -85,8 +96,9 @@ class GeminiModel(Model):
         return f"{API}/{self.resource}:{method}"
 
     # --- chat -------------------------------------------------------------------------------
-    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Completion:
-        data = self.http.post(self._path("generateContent"), self._body(messages, s, tools, tool_choice))
+    def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> Completion:
+        data = self.http.post(self._path("generateContent"), self._body(messages, s, tools, tool_choice, constraint))
         try:
             got = self._candidate(data, first_call=0)
             usage = _usage(data)
@@ -99,8 +111,9 @@ class GeminiModel(Model):
                           tool_calls=calls, model=data.get("modelVersion") or self.name, provider=self.provider, raw=data)
 
     # --- stream -----------------------------------------------------------------------------
-    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> Iterator[Chunk]:
-        body = self._body(messages, s, tools, tool_choice)
+    def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+                constraint: Any = None) -> Iterator[Chunk]:
+        body = self._body(messages, s, tools, tool_choice, constraint)
         reason, usage, n_calls = None, Usage(), 0
         for _, data in self.http.stream(self._path("streamGenerateContent"), body, params={"alt": "sse"}):
             ev = loads(data, self.provider)
@@ -173,7 +186,8 @@ class GeminiModel(Model):
         return data["totalTokens"]
 
     # --- request building -------------------------------------------------------------------
-    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> dict[str, Any]:
+    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> dict[str, Any]:
         system, contents = self._contents(messages)
         body: dict[str, Any] = {"contents": contents}
         if system:
@@ -196,6 +210,8 @@ class GeminiModel(Model):
             config["responseLogprobs"] = True
             if s.top_logprobs is not None:
                 config["logprobs"] = s.top_logprobs
+        if constraint is not None:
+            config.update(response_format(constraint))
         if config:
             body["generationConfig"] = config
         return body
@@ -231,6 +247,103 @@ class GeminiModel(Model):
         if parts and self._needs_signature and not any("thoughtSignature" in p for p in parts):
             parts[0]["thoughtSignature"] = SKIP_SIGNATURE
         return parts
+
+
+def response_format(c: Any) -> dict[str, Any]:
+    """A constraint as ``generationConfig`` fields.
+
+    Example:
+        >>> response_format(Choice(["yes", "no"]))
+        {'responseMimeType': 'text/x.enum', 'responseSchema': {'type': 'STRING', 'enum': ['yes', 'no']}}
+    """
+    if c.kind == "choice":  # the reply is the bare option, not a JSON string
+        return {"responseMimeType": "text/x.enum", "responseSchema": {"type": "STRING", "enum": c.options}}
+    config = {"responseMimeType": "application/json"}
+    if c.schema() is not None:
+        try:
+            config["responseSchema"] = gemini_schema(c.schema())
+        except Inexpressible:  # JSON mode alone; the reply is still validated against the schema
+            pass
+    return config
+
+
+class Inexpressible(Exception):
+    """A JSON Schema that Gemini's Schema subset cannot carry (a recursive or external $ref, a
+    free-form object)."""
+
+
+def gemini_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema as Gemini's ``responseSchema``: the OpenAPI 3.0 subset of the v1beta ``Schema``.
+
+    Converted: ``$ref``/``$defs`` are inlined; ``"type": [X, "null"]`` and an ``anyOf`` branch
+    ``{"type": "null"}`` become ``nullable: true``; types are upper-cased; ``const`` becomes a
+    one-value ``enum``; ``allOf`` is merged in and ``oneOf`` sent as ``anyOf``. Kept: ``type``,
+    ``properties``, ``required``, ``items``, ``anyOf``, ``enum`` (strings only), :data:`SCHEMA_KEEP`.
+    Dropped: ``format`` other than :data:`SCHEMA_FORMATS` (the API rejects it), ``pattern`` (a
+    regex dialect Gemini may not share), ``title`` and ``default`` (no effect on the output), and
+    every other keyword (``additionalProperties``, ``$schema``, ``exclusiveMinimum``,
+    ``uniqueItems``…). Raises :class:`Inexpressible` for a recursive or external ``$ref`` and for
+    an object without ``properties`` (a ``dict[str, X]``), which the subset has no way to say.
+
+    Example:
+        >>> gemini_schema({"type": "object", "properties": {"n": {"type": ["integer", "null"]}},
+        ...                "required": ["n"], "additionalProperties": False})
+        {'type': 'OBJECT', 'properties': {'n': {'type': 'INTEGER', 'nullable': True}}, 'required': ['n']}
+    """
+    def resolve(ref: str, seen: tuple[str, ...]) -> dict[str, Any]:
+        if not ref.startswith("#/") or ref in seen:
+            raise Inexpressible(f"$ref {ref!r}")
+        node: Any = schema
+        try:
+            for part in ref[2:].split("/"):
+                node = node[part.replace("~1", "/").replace("~0", "~")]
+        except (KeyError, TypeError):
+            raise Inexpressible(f"$ref {ref!r} points nowhere") from None
+        return convert(node, (*seen, ref))
+
+    def convert(s: Any, seen: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(s, dict):  # true/false schemas, tuple-style items
+            raise Inexpressible(f"the schema {s!r:.60}")
+        out: dict[str, Any] = {}
+        if "$ref" in s:
+            out.update(resolve(s["$ref"], seen))
+        for sub in s.get("allOf") or []:
+            out.update(convert(sub, seen))
+        types = s.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        subs = s.get("anyOf") or s.get("oneOf") or []
+        nulls = [sub for sub in subs if isinstance(sub, dict) and sub.get("type") == "null"]
+        nullable = "null" in types or bool(nulls)
+        types = [t for t in types if t != "null"]
+        branches = [convert(sub, seen) for sub in subs if sub not in nulls]
+        branches += [{"type": t.upper()} for t in types[1:]]  # ["string", "integer"]: one branch per type
+        if types:
+            out["type"] = types[0].upper()
+        if len(branches) == 1 and not types:
+            out.update(branches[0])
+        elif branches:
+            out["anyOf"] = ([{"type": out.pop("type")}] if types else []) + branches
+        values = [s["const"]] if "const" in s else s.get("enum")
+        if values and all(isinstance(v, str) for v in values):
+            out["enum"] = values
+            out.setdefault("type", "STRING")
+        if "properties" in s:
+            out["properties"] = {k: convert(v, seen) for k, v in s["properties"].items()}
+            if required := [k for k in s.get("required") or [] if k in s["properties"]]:
+                out["required"] = required
+            out.setdefault("type", "OBJECT")
+        elif out.get("type") == "OBJECT" and "properties" not in out:
+            raise Inexpressible("an object without properties")
+        if "items" in s:
+            out["items"] = convert(s["items"], seen)
+        if s.get("format") in SCHEMA_FORMATS.get(out.get("type"), ()):
+            out["format"] = s["format"]
+        out.update({k: s[k] for k in SCHEMA_KEEP if k in s})
+        if nullable:
+            out["nullable"] = True
+        return out
+
+    return convert(schema, ())
 
 
 def _tool_name(m: Message, earlier: list[Message], i: int) -> str:

@@ -11,6 +11,15 @@ host: its default URL, where its key lives, and which non-OpenAI sampling fields
     groq, fireworks, deepseek, mistral  <NAME>_API_KEY
     ollama, lmstudio, vllm, tgi, llama-server, llmkit   local servers, no key needed
 
+Structured output (``m.json``, ``chat(constraint=...)``) travels as ``response_format``: JSON()
+as ``{"type": "json_object"}``, a JSON Schema or Pydantic type as ``{"type": "json_schema", ...}``.
+OpenAI's ``strict: true`` only takes schemas in which every object has ``additionalProperties:
+false`` and lists all its properties in ``required``, with a subset of keywords; llmkit sends
+``strict: true`` when the schema already qualifies (:func:`strict_ok`) and ``strict: false``
+otherwise, never rewriting the schema behind your back. Either way the reply is validated against
+the full schema and re-asked on errors. (Pydantic writes ``additionalProperties: false`` for a model
+with ``model_config = ConfigDict(extra="forbid")``.) Regex and Choice are asked for in words.
+
 Example:
     >>> import llmkit as lk
     >>> m = lk.model("openai:gpt-4o-mini")                                  # key from OPENAI_API_KEY
@@ -77,6 +86,12 @@ EXTRA: dict[str, dict[str, str]] = {
     "llmkit": {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"},  # llmkit serve
 }
 
+# Keywords OpenAI's strict structured outputs accept (its "supported schemas" guide).
+STRICT_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "anyOf", "enum",
+                             "const", "$ref", "$defs", "definitions", "title", "description", "pattern", "format",
+                             "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems",
+                             "maxItems"})
+
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
           "content_filter": "content_filter", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop",
           "error": "error"}  # the last four: TGI and other servers' spellings
@@ -100,6 +115,7 @@ class OpenAIModel(Model):
     provider = "openai"
     supported = STANDARD  # per instance in __init__: each preset adds its EXTRA fields
     capabilities = ("chat", "stream", "complete", "tools", "logprobs")
+    constraint_kinds = frozenset({"json", "json_schema"})  # response_format; see the module docstring
 
     def __init__(self, name: str, preset: str = "openai", **options: Any):
         super().__init__(name)
@@ -142,8 +158,11 @@ class OpenAIModel(Model):
                 body["logprobs"] = s.top_logprobs or 0
         return body
 
-    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None) -> dict:
+    def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
+              constraint: Any = None) -> dict:
         body = {"model": self.name, "messages": [wire_message(m) for m in messages], **self._sampling(s, chat=True)}
+        if constraint is not None:
+            body["response_format"] = response_format(constraint)
         if tools:
             body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                "parameters": t.parameters}} for t in tools]
@@ -154,8 +173,8 @@ class OpenAIModel(Model):
         return body
 
     # --- the Model protocol ----------------------------------------------------------------
-    def _chat(self, messages, s, tools, tool_choice) -> Completion:
-        data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice))
+    def _chat(self, messages, s, tools, tool_choice, constraint=None) -> Completion:
+        data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice, constraint))
         choice = self._choice(data)
         msg = choice.get("message")
         if not isinstance(msg, dict):
@@ -166,8 +185,8 @@ class OpenAIModel(Model):
                           tool_calls=self._tool_calls(msg.get("tool_calls") or []),
                           model=data.get("model") or self.name, provider=self.provider, raw=data)
 
-    def _stream(self, messages, s, tools, tool_choice) -> Iterator[Chunk]:
-        body = {**self._body(messages, s, tools, tool_choice), "stream": True,
+    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
+        body = {**self._body(messages, s, tools, tool_choice, constraint), "stream": True,
                 "stream_options": {"include_usage": True}}  # usage comes in a last chunk with no choices
         calls: dict[int, dict[str, Any]] = {}  # tool calls arrive in pieces, keyed by their index
         finish, used, done = None, None, False
@@ -259,6 +278,41 @@ class OpenAIModel(Model):
             out.append(ToolCall(id=c.get("id") or f"call_{i}", name=name, arguments=args))
         return out
 
+
+
+def response_format(c: Any) -> dict[str, Any]:
+    """A constraint as Chat Completions' ``response_format`` (``json`` and ``json_schema`` kinds).
+
+    Example:
+        >>> response_format(JSON())
+        {'type': 'json_object'}
+        >>> response_format(JSONSchema({"type": "array"}, name="A"))
+        {'type': 'json_schema', 'json_schema': {'name': 'A', 'schema': {'type': 'array'}, 'strict': False}}
+    """
+    schema = c.schema()
+    if schema is None:  # JSON(): any object
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": c.name, "schema": schema, "strict": strict_ok(schema)}}
+
+
+def strict_ok(schema: dict[str, Any]) -> bool:
+    """Whether OpenAI's strict mode accepts ``schema`` as it is: an object at the root; every object
+    closed (``additionalProperties: false``) with all its properties required; only
+    :data:`STRICT_KEYWORDS`, checked through ``$defs``, ``properties``, ``items`` and ``anyOf``."""
+    def ok(s: Any) -> bool:
+        if not isinstance(s, dict) or not set(s) <= STRICT_KEYWORDS:
+            return False
+        props = s.get("properties") or {}
+        if (s.get("type") == "object" or props) and (s.get("additionalProperties") is not False
+                                                     or set(s.get("required") or []) != set(props)):
+            return False
+        subs = [*props.values(), *(s.get("$defs") or {}).values(), *(s.get("definitions") or {}).values(),
+                *(s.get("anyOf") or [])]
+        if "items" in s:
+            subs.append(s["items"])
+        return all(ok(sub) for sub in subs)
+
+    return schema.get("type") == "object" and ok(schema)
 
 
 def wire_message(m: Message) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..core.errors import ConfigError
 from ..core.sampling import Sampling
 from ..core.types import Completion, Message, TokenLogprob, Tool, ToolCall, Usage
 from ..models.openai import wire_message
@@ -151,9 +152,9 @@ class EmbeddingRequest(_Body):
 async def chat_completions(body: ChatRequest, request: Request):
     served = request.app.state.served
     served.check_model(body.model)
-    if body.response_format and body.response_format.get("type") != "text":
-        raise APIError(400, "structured output is not available yet: response_format must be absent or "
-                            "{'type': 'text'}", param="response_format", code="unsupported_parameter")
+    constraint = response_constraint(body.response_format)
+    if constraint is not None and body.tools and body.tool_choice != "none":
+        raise APIError(400, "send either response_format or tools, not both", param="response_format")
     messages = to_messages(body.messages)
     tools = [Tool(name=t.function.name, description=t.function.description, parameters=t.function.parameters)
              for t in body.tools or []] or None
@@ -161,9 +162,11 @@ async def chat_completions(body: ChatRequest, request: Request):
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     samplings = body.samplings(max_tokens, body.logprobs, body.top_logprobs)
     model, head = served.model, _head("chatcmpl", "chat.completion", served.name)
-    kw = dict(tools=tools, tool_choice=choice)
-    if not body.stream:
-        done = await served.runner.complete([lambda s=s: model.chat(messages, sampling=s, **kw) for s in samplings])
+    kw = dict(tools=tools, tool_choice=choice) if constraint is None else dict(constraint=constraint)
+    if not body.stream:  # a constrained answer comes back as generated (cut at max_tokens, like OpenAI's)
+        call = (lambda s: model.chat(messages, sampling=s, **kw)) if constraint is None else \
+            (lambda s: model._collect_stream(model.stream(messages, sampling=s, **kw)))
+        done = await served.runner.complete([lambda s=s: call(s) for s in samplings])
         return {**head, "choices": [chat_choice(i, c) for i, c in enumerate(done)], "usage": wire_usage(done)}
     pairs = await served.runner.stream(request, [lambda s=s: model.stream(messages, sampling=s, **kw) for s in samplings])
     return SSEResponse(_chat_events(pairs, {**head, "object": "chat.completion.chunk"}, _include_usage(body),
@@ -236,6 +239,38 @@ async def get_model(model_id: str, request: Request):
 
 
 # --- OpenAI ⇄ llmkit -----------------------------------------------------------------------------
+def response_constraint(fmt: dict[str, Any] | None):
+    """``response_format`` as an llmkit constraint (None for text), compiled now so that a bad
+    schema is a 400 before any generation. Beyond OpenAI's ``json_object`` and ``json_schema``,
+    llmkit accepts ``{"type": "regex", "pattern": ...}``, ``{"type": "choice", "choices": [...]}``
+    and ``{"type": "grammar", "grammar": ...}`` (Lark or GBNF)."""
+    from ..structured import JSON, Choice, Grammar, JSONSchema, Regex
+
+    kind = (fmt or {}).get("type", "text")
+    try:
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return JSON()
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+                raise APIError(400, "response_format.json_schema.schema must be a JSON Schema object",
+                               param="response_format.json_schema")
+            return JSONSchema(spec["schema"], name=spec.get("name"))
+        if kind == "regex":
+            return Regex(fmt.get("pattern"))
+        if kind == "choice":
+            return Choice(fmt.get("choices"))
+        if kind == "grammar":
+            return Grammar(fmt.get("grammar"))
+    except ConfigError as e:
+        raise APIError(400, str(e), param="response_format", code="invalid_response_format") from None
+    raise APIError(400, f"response_format.type {kind!r} is not one of: text, json_object, json_schema, regex, "
+                        "choice, grammar", param="response_format.type")
+
+
+
 def to_messages(messages: list[ChatMessage]) -> list[Message]:
     """OpenAI chat messages as llmkit Messages (``developer`` is a system message)."""
     if not messages:

@@ -126,7 +126,7 @@ class JSONSchema(Constraint):
             where = "/".join(str(p) for p in e.absolute_path) or "(root)"
             raise ConstraintError(f"invalid JSON Schema at {where}: {e.message}") from None
         self._schema = schema
-        self.name = name or re.sub(r"[^a-zA-Z0-9_-]", "_", str(schema.get("title") or "response"))[:64]
+        self.name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(name or schema.get("title") or "response"))[:64]  # providers' rule
         self._validator = Draft202012Validator(schema, format_checker=FormatChecker())
         self._grammar = _validated(llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS),
                                    "this JSON Schema")

@@ -69,10 +69,19 @@ def _repair(messages: list[Message], comp: Completion, errors: list[str]) -> lis
     return messages + [assistant(comp.text), user(REPAIR_PROMPT.format(errors="\n".join(f"- {e}" for e in errors)))]
 
 
-def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int) -> Completion:
-    """One constrained answer: ``Completion.parsed`` holds the validated value."""
+def _prompt(model: Model, messages: list[Message], c: Constraint, instructions: bool) -> tuple[bool, list[Message]]:
+    """Whether the backend enforces ``c``, and the messages to send: the instructions are added when
+    asked for, when nothing enforces the constraint, and for JSON mode when no message says "JSON"
+    (OpenAI-style JSON modes refuse a request that never asks for JSON)."""
     native = _native(model, c)
-    msgs = messages if native else with_instructions(messages, c)
+    silent = c.kind == "json" and not any("json" in m.content.lower() for m in messages)
+    return native, with_instructions(messages, c) if instructions or not native or silent else messages
+
+
+def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int,
+        instructions: bool = False) -> Completion:
+    """One constrained answer: ``Completion.parsed`` holds the validated value."""
+    native, msgs = _prompt(model, messages, c, instructions)
     for attempt in range(max_retries + 1):
         comp = model._constrained_call(msgs, s, c if native else None)
         errors = _validate(c, comp)
@@ -83,12 +92,12 @@ def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_r
     raise _give_up(c, comp, errors, max_retries + 1)
 
 
-def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int) -> Iterator[Any]:
+def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int,
+           instructions: bool = False) -> Iterator[Any]:
     """Partial values as the JSON grows, then the validated value (see ``Model.stream_json``)."""
     from pydantic_core import from_json
 
-    native = _native(model, c)
-    msgs = messages if native else with_instructions(messages, c)
+    native, msgs = _prompt(model, messages, c, instructions)
     text, last, shown = [], None, None
     for chunk in model._constrained_stream(msgs, s, c if native else None):
         text.append(chunk.text)
@@ -110,4 +119,4 @@ def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, ma
         return
     if max_retries <= 0:
         raise _give_up(c, comp, errors, 1)
-    yield run(model, _repair(msgs, comp, errors), s, c, max_retries - 1).parsed
+    yield run(model, _repair(msgs, comp, errors), s, c, max_retries - 1, instructions=False).parsed

@@ -23,7 +23,7 @@ from .constraints import Constraint
 
 CACHE_SIZE = 256  # compiled grammars kept per process (a schema compiles in well under a millisecond to ~100 ms)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _compiled: OrderedDict = OrderedDict()   # (id(tokenizer), grammar) -> template LLMatcher
 _executor = None
 
@@ -33,12 +33,17 @@ def llamacpp_tokenizer(runtime):
 
     Every end-of-generation token (EOS, EOT, ``<|im_end|>``) counts as the end: a grammar that
     is complete lets the model stop with whichever its chat template uses."""
-    tok = getattr(runtime, "_llg_tokenizer", None)
-    if tok is None:
-        from llguidance.llamacpp import lltokenizer_from_vocab
+    with _lock:  # built once even when many threads ask at the same time
+        tok = getattr(runtime, "_llg_tokenizer", None)
+        if tok is None:
+            import warnings
 
-        eog = [t for t in range(runtime.n_vocab) if runtime.is_eog(t)]
-        tok = runtime._llg_tokenizer = lltokenizer_from_vocab(runtime.vocab, eos_token=eog or None)
+            from llguidance.llamacpp import lltokenizer_from_vocab
+
+            eog = [t for t in range(runtime.n_vocab) if runtime.is_eog(t)]
+            with warnings.catch_warnings():  # it calls a llama_cpp alias deprecated in newer bindings
+                warnings.simplefilter("ignore", DeprecationWarning)
+                tok = runtime._llg_tokenizer = lltokenizer_from_vocab(runtime.vocab, eos_token=eog or None)
     return tok
 
 
@@ -46,14 +51,14 @@ def hf_tokenizer(tokenizer, n_vocab: int | None = None):
     """The llguidance tokenizer of a Hugging Face fast tokenizer, built once per tokenizer.
 
     ``n_vocab``: the model's logits width when it is larger than the tokenizer (padded embeddings)."""
-    tok = getattr(tokenizer, "_llg_tokenizer", None)
-    if tok is None:
-        from llguidance.hf import from_tokenizer
+    with _lock:
+        tok = getattr(tokenizer, "_llg_tokenizer", None)
+        if tok is None:
+            from llguidance.hf import from_tokenizer
 
-        eos = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-               if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id]
-        tok = from_tokenizer(tokenizer, n_vocab=n_vocab, eos_token=eos or None)
-        tokenizer._llg_tokenizer = tok
+            eos = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+                   if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id]
+            tok = tokenizer._llg_tokenizer = from_tokenizer(tokenizer, n_vocab=n_vocab, eos_token=eos or None)
     return tok
 
 
