@@ -169,7 +169,7 @@ class Typed(JSONSchema):
         except PydanticSchemaGenerationError as e:
             raise ConstraintError(f"{tp!r} has no JSON Schema: {e}") from None
         self.type = tp
-        super().__init__(schema, name=getattr(tp, "__name__", None))
+        super().__init__(_closed(schema), name=getattr(tp, "__name__", None))
 
     def check(self, text: str) -> Any:
         from pydantic import ValidationError
@@ -182,6 +182,24 @@ class Typed(JSONSchema):
 
     def __repr__(self) -> str:
         return f"Typed({getattr(self.type, '__name__', self.type)!r})"
+
+
+def _closed(schema: Any) -> Any:
+    """Pydantic ignores unknown keys unless a model says ``extra="allow"`` (its schema then has
+    ``additionalProperties``), so generating them only wastes tokens (small models copy keys from
+    the prompt): objects that do not mention ``additionalProperties`` get ``false``. The validated
+    value is the same either way."""
+    if isinstance(schema, list):
+        return [_closed(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) if k in ("properties", "$defs", "items", "anyOf", "oneOf", "allOf", "prefixItems")
+           or isinstance(v, dict) and k not in ("default", "const", "examples") else v for k, v in schema.items()}
+    if "properties" in out and isinstance(out["properties"], dict):
+        out["properties"] = {k: _closed(v) for k, v in schema["properties"].items()}
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 class Regex(Constraint):

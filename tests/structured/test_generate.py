@@ -1,0 +1,102 @@
+"""Validate-and-retry (structured/generate.py) with a scripted model: replies fixed in advance."""
+import pytest
+from pydantic import BaseModel
+
+import llmkit as lk
+from llmkit.core.types import Completion, Usage
+from llmkit.models.base import Model
+from llmkit.structured import JSON, Choice, Grammar, Regex, as_constraint, generate
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+class Scripted(Model):
+    """Answers from a list; records what it was sent. ``kinds`` plays a backend's native mechanism."""
+
+    provider = "scripted"
+    supported = frozenset({"temperature", "max_tokens"})
+
+    def __init__(self, replies, kinds=()):
+        super().__init__("scripted")
+        self.replies, self.sent, self.constraint_kinds = list(replies), [], frozenset(kinds)
+
+    def _chat(self, messages, s, tools, tool_choice, constraint=None):
+        self.sent.append((messages, constraint))
+        text, finish = self.replies.pop(0) if isinstance(self.replies[0], tuple) else (self.replies.pop(0), "stop")
+        return Completion(text=text, finish_reason=finish, usage=Usage(output_tokens=len(text)))
+
+    def _stream(self, messages, s, tools, tool_choice, constraint=None):
+        from llmkit.core.types import Chunk
+
+        c = self._chat(messages, s, tools, tool_choice, constraint)
+        for i in range(0, len(c.text), 5):
+            yield Chunk(text=c.text[i:i + 5])
+        yield Chunk(finish_reason=c.finish_reason, usage=c.usage)
+
+
+def test_invalid_then_valid_feeds_the_errors_back():
+    m = Scripted(['{"name": "Paris"}', '{"name": "Paris", "population": 2100000}'])
+    assert m.json("Capital of France?", schema=City) == City(name="Paris", population=2100000)
+    (first, _), (second, _) = m.sent
+    assert first[-1].content.count("JSON Schema") == 1  # the instructions, once
+    assert second[-2].content == '{"name": "Paris"}' and "population" in second[-1].content
+    assert second[-1].content.startswith(generate.REPAIR_PROMPT.split("{")[0])
+
+
+def test_gives_up_with_the_last_text_and_errors():
+    m = Scripted(["nope", "still no", "no!"])
+    with pytest.raises(lk.StructuredOutputError) as e:
+        m.json("?", schema=City, max_retries=2)
+    assert e.value.text == "no!" and e.value.errors and "invalid json" in e.value.errors[0].lower() and len(m.sent) == 3
+
+
+def test_native_backends_get_the_constraint_and_no_extra_words():
+    m = Scripted(['"a"'.strip('"')], kinds={"choice"})
+    c = m.chat("Pick.", constraint=Choice(["a", "b"]))
+    (msgs, sent), = m.sent
+    assert c.parsed == "a" and isinstance(sent, Choice) and msgs[-1].content == "Pick."
+    m = Scripted(["b"])  # not native: asked in words, checked after
+    assert m.chat("Pick.", constraint=Choice(["a", "b"])).parsed == "b"
+    (msgs, sent), = m.sent
+    assert sent is None and msgs[-1].content.endswith("Reply with exactly one of: a, b.")
+
+
+def test_json_mode_always_mentions_json():
+    m = Scripted(['{"a": 1}', '{"a": 1}'], kinds={"json"})
+    m.chat("Give me an object.", constraint=JSON())
+    m.chat("Give me a JSON object.", constraint=JSON())
+    assert "JSON object" in m.sent[0][0][-1].content and m.sent[1][0][-1].content == "Give me a JSON object."
+
+
+def test_truncation_is_reported_and_retried():
+    m = Scripted([('{"name": "Pa', "length"), '{"name": "Paris", "population": 1}'])
+    assert m.json("?", schema=City).name == "Paris"
+    assert "token limit" in m.sent[1][0][-1].content
+
+
+def test_stream_json_partials_then_value():
+    m = Scripted(['{"name": "Paris", "population": 2100000}'])
+    *partials, final = list(m.stream_json("?", schema=City))
+    assert final == City(name="Paris", population=2100000)
+    assert partials[0] == {} or partials[0] == {"name": ""} or "name" in partials[0]
+    assert partials[-1] == {"name": "Paris", "population": 2100000}
+
+
+def test_grammar_needs_a_local_model_and_bad_arguments_are_named():
+    with pytest.raises(lk.UnsupportedParameterError, match="Grammar is enforced only on local"):
+        Scripted(["x"]).chat("?", constraint=Grammar('start: "x"'))
+    with pytest.raises(lk.ConfigError, match="max_retries=-1"):
+        Scripted(["x"]).json("?", max_retries=-1)
+    with pytest.raises(lk.ConstraintError, match="not a constraint"):
+        as_constraint(42)
+    with pytest.raises(lk.ConstraintError, match="repeat"):
+        Choice(["a", "a"])
+
+
+def test_choice_tolerates_remote_decoration():
+    c = Choice(["Positive", "Negative"])
+    assert c.check('"positive."') == "Positive"
+    assert Regex(r"\d+").check("42") == "42"
