@@ -1,4 +1,5 @@
 """The llmkit command: one-shot and REPL chat, generate, models; one-line errors with exit code 2."""
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,17 @@ def test_repl_keeps_the_conversation():
     assert "Paris" in out and "/reset clears" in err
 
 
+@pytest.mark.integration
+def test_constrained_one_shot(tmp_path):
+    schema = tmp_path / "city.json"
+    schema.write_text('{"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}}, "required": ["city"]}')
+    r = llmkit("chat", "Capital of France?", "--schema", str(schema), "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)) == {"city"}
+    r = llmkit("chat", "Is fire hot?", "--choice", "yes", "--choice", "no", "--temperature", "0")
+    assert r.returncode == 0 and r.stdout.strip() in ("yes", "no")
+
+
 @pytest.mark.parametrize("args, env, needle", [
     (["chat", "-m", "nosuch:model", "hi"], {}, "unknown provider 'nosuch'"),
     (["chat", "-m", "anthropic:claude-x", "hi"], {"ANTHROPIC_API_KEY": ""}, "ANTHROPIC_API_KEY"),
@@ -50,6 +62,10 @@ def test_repl_keeps_the_conversation():
     (["chat", "--no-such-flag", "hi"], {}, "No such option: --no-such-flag"),
     (["chat", "-m", "hf:/does/not/exist", "hi"], {}, "/does/not/exist"),
     (["trace", "show", "ffffffff"], {}, "no trace or span matches 'ffffffff'"),
+    (["chat", "x", "--regex", "(ab"], {}, "unclosed group"),
+    (["chat", "x", "--schema", "/no/such.json"], {}, "cannot read '/no/such.json'"),
+    (["chat", "x", "--json", "--choice", "a"], {}, "not --json and --choice"),
+    (["chat", "x", "--grammar", __file__], {}, "grammar cannot be enforced"),
 ])
 def test_errors_are_one_line_exit_2(args, env, needle):
     r = llmkit(*args, env=env)

@@ -33,14 +33,28 @@ def _load(spec: str):
 def chat(prompt: Optional[str] = typer.Argument(None, help="one-shot prompt; '-' or piped stdin reads it; none starts a REPL"),
          model: str = MODEL,
          system: Optional[str] = typer.Option(None, "--system", "-s", help="system message"),
+         schema: Optional[str] = typer.Option(None, "--schema", help="answer with JSON valid against this JSON Schema file"),
+         json_: bool = typer.Option(False, "--json", help="answer with a JSON object"),
+         regex: Optional[str] = typer.Option(None, "--regex", help="answer with text matching this regex"),
+         choice: Optional[list[str]] = typer.Option(None, "--choice", help="answer with one of these (repeat the flag)"),
+         grammar: Optional[str] = typer.Option(None, "--grammar", help="answer in the language of this Lark/GBNF grammar file"),
          sampling: Sampling = None):
-    """Chat with a model: one-shot with a prompt (or stdin), else an interactive REPL."""
+    """Chat with a model: one-shot with a prompt (or stdin), else an interactive REPL.
+
+    With --schema, --json, --regex, --choice or --grammar the answer is constrained (token by
+    token on local models) and validated; it prints the validated output."""
     import llmkit as lk
 
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = sys.stdin.read()
+    constraint = _constraint(schema, json_, regex, choice, grammar)
     m = _load(model)
     history = [lk.system(system)] if system else []
+    if constraint is not None:
+        if prompt is None:
+            raise lk.ConfigError("a constrained answer needs a prompt: llmkit chat \"...\" --schema FILE")
+        print(m.chat(history + [lk.user(prompt)], sampling=sampling, constraint=constraint, instructions=True).text)
+        return
     if prompt is not None:
         _say(m, history + [lk.user(prompt)], sampling)
         return
@@ -63,6 +77,41 @@ def chat(prompt: Optional[str] = typer.Argument(None, help="one-shot prompt; '-'
             continue
         history.append(lk.user(line))
         history.append(lk.assistant(_say(m, history, sampling)))
+
+
+def _constraint(schema, json_, regex, choice, grammar):
+    """The one constraint the flags ask for (None for free text)."""
+    import json
+    from pathlib import Path
+
+    from ..core.errors import ConfigError
+    from ..structured import JSON, Choice, Grammar, JSONSchema, Regex
+
+    given = [f for f, v in (("--schema", schema), ("--json", json_), ("--regex", regex), ("--choice", choice),
+                            ("--grammar", grammar)) if v]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --schema, --json, --regex, --choice, --grammar, not {' and '.join(given)}")
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read {path!r}: {e.strerror}") from None
+
+    if schema:
+        try:
+            return JSONSchema(json.loads(read(schema)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--schema {schema!r} is not valid JSON: {e}") from None
+    if json_:
+        return JSON()
+    if regex:
+        return Regex(regex)
+    if choice:
+        return Choice(choice)
+    if grammar:
+        return Grammar(read(grammar))
+    return None
 
 
 def _say(m, messages, sampling: Sampling) -> str:
@@ -174,7 +223,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except LLMKitError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(file=sys.stderr)

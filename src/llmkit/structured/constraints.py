@@ -44,8 +44,10 @@ def _validated(grammar: str, what: str) -> str:
     import llguidance
 
     bad, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar)
-    if bad:
-        raise ConstraintError(f"{what} cannot be enforced: {messages[0]}")
+    if bad:  # one line: drop llguidance's source excerpts ("   1 | start: foo") and caret lines
+        lines = [ln.strip() for ln in messages[0].splitlines()
+                 if ln.strip() and not re.fullmatch(r"\s*(\d+\s*\|.*|[\^~\s]+)", ln)]
+        raise ConstraintError(f"{what} cannot be enforced: {' '.join(lines)}")
     return grammar
 
 
