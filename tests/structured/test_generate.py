@@ -100,3 +100,11 @@ def test_choice_tolerates_remote_decoration():
     c = Choice(["Positive", "Negative"])
     assert c.check('"positive."') == "Positive"
     assert Regex(r"\d+").check("42") == "42"
+
+
+def test_async_twins():
+    import asyncio
+
+    m = Scripted(['{"name": "Paris", "population": 1}', "b"])
+    assert asyncio.run(m.ajson("?", schema=City)).name == "Paris"
+    assert asyncio.run(m.achoose("?", ["a", "b"])) == "b"

@@ -290,6 +290,14 @@ class Model:
         """Async twin of :meth:`chat` (runs the call off the event loop)."""
         return await asyncio.to_thread(self.chat, messages, **kw)
 
+    async def ajson(self, messages: Any, schema: Any = None, **kw: Any) -> Any:
+        """Async twin of :meth:`json`."""
+        return await asyncio.to_thread(self.json, messages, schema, **kw)
+
+    async def achoose(self, messages: Any, options: list[str], **kw: Any) -> str:
+        """Async twin of :meth:`choose`."""
+        return await asyncio.to_thread(self.choose, messages, options, **kw)
+
     async def astream(self, messages: Any, **kw: Any) -> AsyncIterator[Chunk]:
         """Async twin of :meth:`stream`."""
         it = self.stream(messages, **kw)
