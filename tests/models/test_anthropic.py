@@ -432,3 +432,11 @@ def test_tool_input_that_never_validates_raises_after_max_retries():
     assert len(srv.requests) == 3
     assert json.loads(e.value.text) == {"name": "Rex", "age": "old"}
     assert any("age" in err for err in e.value.errors)
+
+
+def test_parallel_tool_calls_false_disables_parallel_tool_use():
+    with anthropic(lambda req: Reply(200, message([{"type": "text", "text": "x"}]))) as srv:
+        model(srv).chat("hi", tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
+        model(srv).chat("hi", tools=[WEATHER], parallel_tool_calls=False)
+    assert srv.requests[0].json["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert srv.requests[1].json["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}

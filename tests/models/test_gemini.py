@@ -441,3 +441,11 @@ def test_schema_the_subset_cannot_carry_falls_back_to_json_mode():
         assert model(srv).json("A tree.", schema=Node) == Node(label="a", children=[])  # recursive $ref
         assert model(srv).json("Counts.", schema=dict[str, int]) == {"a": 1}           # object without properties
     assert [r.json["generationConfig"] for r in srv.requests] == [{"responseMimeType": "application/json"}] * 2
+
+
+def test_parallel_tool_calls_false_cannot_be_honoured():
+    with gemini(lambda req: Reply(200, response([{"text": "x"}]))) as srv:
+        with pytest.raises(lk.UnsupportedParameterError, match="parallel_tool_calls=False"):
+            model(srv).chat("hi", tools=[WEATHER], parallel_tool_calls=False)
+        model(srv).chat("hi", tools=[WEATHER], parallel_tool_calls=True)  # what Gemini does anyway
+    assert len(srv.requests) == 1

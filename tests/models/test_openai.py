@@ -415,3 +415,10 @@ def test_grammar_on_a_remote_model_is_refused_before_any_request():
         with pytest.raises(lk.UnsupportedParameterError, match="Grammar"):
             openai(srv).chat("hi", constraint=Grammar('start: "yes" | "no"'))
     assert srv.requests == []
+
+
+def test_parallel_tool_calls_is_sent_when_given():
+    with Loopback(lambda req: Reply(200, completion("ok"))) as srv:
+        openai(srv).chat("hi", tools=[WEATHER], parallel_tool_calls=False)
+        openai(srv).chat("hi", tools=[WEATHER])
+    assert srv.requests[0].json["parallel_tool_calls"] is False and "parallel_tool_calls" not in srv.requests[1].json

@@ -22,6 +22,8 @@ def test_parse_splits_text_and_calls_and_drops_stutters():
     assert text == "" and [(c.name, c.arguments) for c in calls] == [("add", {"a": 1, "b": 2}), ("add", {"a": 5, "b": 2})]
     assert calls[0].id != calls[1].id and calls[0].id.startswith("call_")
     assert tool_format.parse("Just text.") == ("Just text.", [])
+    cut = tool_format.parse(call + '\n<tool_call>\n{"name": "add", "argu')  # the second call hit max_tokens
+    assert cut[0] == "" and len(cut[1]) == 1
 
 
 def test_conversation_is_rewritten_for_templates_without_tools():

@@ -60,6 +60,7 @@ class AnthropicModel(Model):
     supported = frozenset({"temperature", "top_p", "top_k", "stop", "max_tokens"})
     capabilities = ("chat", "stream", "tools")
     constraint_kinds = frozenset({"json", "json_schema"})  # forced tool use; see the module docstring
+    parallel_tool_control = True
 
     def __init__(self, name: str, **options: Any):
         super().__init__(name)
@@ -73,8 +74,8 @@ class AnthropicModel(Model):
 
     # --- chat -------------------------------------------------------------------------------
     def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
-              constraint: Any = None) -> Completion:
-        data = self.http.post("/v1/messages", self._body(messages, s, tools, tool_choice, constraint))
+              constraint: Any = None, parallel_tool_calls: bool | None = None) -> Completion:
+        data = self.http.post("/v1/messages", self._body(messages, s, tools, tool_choice, constraint, parallel_tool_calls))
         if data.get("type") == "error":  # an error object that came with a 2xx status
             raise malformed(self.provider, f"error in response: {_error_text(data)}", data)
         try:
@@ -92,8 +93,8 @@ class AnthropicModel(Model):
 
     # --- stream -----------------------------------------------------------------------------
     def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
-                constraint: Any = None) -> Iterator[Chunk]:
-        body = {**self._body(messages, s, tools, tool_choice, constraint), "stream": True}
+                constraint: Any = None, parallel_tool_calls: bool | None = None) -> Iterator[Chunk]:
+        body = {**self._body(messages, s, tools, tool_choice, constraint, parallel_tool_calls), "stream": True}
         usage, stop_reason = Usage(), None
         pending: dict[int, dict[str, Any]] = {}  # block index → tool_use id, name and JSON pieces so far
         wrapped = constraint is not None and answer_tool(constraint)[1]
@@ -180,7 +181,7 @@ class AnthropicModel(Model):
 
     # --- request building -------------------------------------------------------------------
     def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
-              constraint: Any = None) -> dict[str, Any]:
+              constraint: Any = None, parallel_tool_calls: bool | None = None) -> dict[str, Any]:
         if s.temperature is not None and s.temperature > 1:  # llmkit allows up to 5; the API rejects > 1
             raise ConfigError(f"temperature={s.temperature} is out of range for anthropic: accepted 0 to 1")
         system, turns = to_wire(messages)
@@ -199,6 +200,8 @@ class AnthropicModel(Model):
             body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools]
             if tool_choice:
                 body["tool_choice"] = TOOL_CHOICE.get(tool_choice) or {"type": "tool", "name": tool_choice}
+            if parallel_tool_calls is False:  # Anthropic's switch lives in tool_choice
+                body["tool_choice"] = {**body.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
         elif tool_choice == "required":
             raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
         if constraint is not None:

@@ -72,6 +72,8 @@ def check_tool_choice(tool_choice: str | None, tools: list[Tool] | None) -> str 
     if tool_choice is None:
         return None
     names = [t.name for t in tools or []]
+    if tool_choice == "required" and not names:
+        raise ConfigError("tool_choice='required' needs tools: pass tools=[...]")
     if tool_choice in ("auto", "none", "required") or tool_choice in names:
         return tool_choice
     raise ConfigError(f"tool_choice={tool_choice!r} is not 'auto', 'none', 'required' or a tool name ({', '.join(names) or 'no tools given'})")
@@ -95,6 +97,8 @@ class Model:
     #: Constraint kinds (``Constraint.kind``) the backend enforces itself, receiving ``constraint=``
     #: in ``_chat``/``_stream``; any other kind is asked for in words, validated and retried.
     constraint_kinds: frozenset[str] = frozenset()
+    #: Whether ``_chat``/``_stream`` accept ``parallel_tool_calls=`` (False: at most one call per reply).
+    parallel_tool_control: bool = False
 
     def __init__(self, name: str):
         self.name = name
@@ -139,8 +143,8 @@ class Model:
 
     # --- the public API -------------------------------------------------------------------
     def chat(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
-             tool_choice: str | None = None, constraint: Any = None, max_retries: int = 2,
-             instructions: bool = False, **fields: Any) -> Completion:
+             tool_choice: str | None = None, parallel_tool_calls: bool | None = None, constraint: Any = None,
+             max_retries: int = 2, instructions: bool = False, **fields: Any) -> Completion:
         """Answer a conversation. Sampling fields may come as ``sampling=`` or as keywords.
 
         ``constraint``: a :mod:`llmkit.structured` constraint (or a Pydantic class, a JSON Schema
@@ -159,7 +163,7 @@ class Model:
             return generate.run(self, msgs, s, as_constraint(constraint), _retries(max_retries), instructions)
         with _CallSpan(self, "chat", msgs, s, tools) as call:
             try:
-                c = self._chat(msgs, s, tools, tool_choice)
+                c = self._chat(msgs, s, tools, tool_choice, **self._parallel(parallel_tool_calls, tools))
             except Exception as e:
                 self._hide_secrets(e)
                 raise
@@ -167,7 +171,8 @@ class Model:
         return c
 
     def stream(self, messages: Any, *, sampling: Sampling | dict | None = None, tools: list[Any] | None = None,
-               tool_choice: str | None = None, constraint: Any = None, **fields: Any) -> Iterator[Chunk]:
+               tool_choice: str | None = None, parallel_tool_calls: bool | None = None, constraint: Any = None,
+               **fields: Any) -> Iterator[Chunk]:
         """Answer a conversation chunk by chunk; the last chunk carries finish_reason and usage.
 
         ``constraint`` is enforced while streaming where the backend can (see ``constraint_kinds``);
@@ -184,7 +189,8 @@ class Model:
                                                 "it cannot be enforced while streaming here; use chat(constraint=...) "
                                                 "or stream_json(), which validate and retry")
             return self._constrained_stream(msgs, s, c)
-        return self._traced_stream("chat", msgs, s, tools, lambda: self._stream(msgs, s, tools, tool_choice))
+        extra = self._parallel(parallel_tool_calls, tools)
+        return self._traced_stream("chat", msgs, s, tools, lambda: self._stream(msgs, s, tools, tool_choice, **extra))
 
     # --- structured output ------------------------------------------------------------------
     def json(self, messages: Any, schema: Any = None, *, instructions: bool = True, max_retries: int = 2,
@@ -320,6 +326,19 @@ class Model:
             last = c
         return Completion(text="".join(text), finish_reason=last.finish_reason, usage=last.usage or Usage(),
                           logprobs=logprobs or None, tool_calls=calls, model=self.name, provider=self.provider)
+
+    def _parallel(self, parallel: bool | None, tools: list[Tool] | None) -> dict[str, bool]:
+        """``parallel_tool_calls`` for the backend, when given with tools (False: at most one call)."""
+        if parallel is None or not tools:
+            return {}
+        if not isinstance(parallel, bool):
+            raise ConfigError(f"parallel_tool_calls={parallel!r} must be true or false")
+        if not self.parallel_tool_control:
+            if parallel:
+                return {}  # what this backend does anyway
+            raise UnsupportedParameterError("parallel_tool_calls=False", self.provider,
+                                            "its API has no way to limit a reply to one tool call")
+        return {"parallel_tool_calls": parallel}
 
     def _prepare(self, messages, sampling, tools, tool_choice, fields):
         msgs = as_messages(messages)

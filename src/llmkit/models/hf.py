@@ -153,6 +153,7 @@ class HFModel(Model):
     supported = FIELDS
     capabilities = ("chat", "stream", "complete", "logprobs", "tools", "structured")
     constraint_kinds = frozenset({"json", "json_schema", "regex", "choice", "grammar"})
+    parallel_tool_control = True
 
     def __init__(self, name: str = EMBEDDED, **options: Any):
         super().__init__(name)
@@ -204,19 +205,21 @@ class HFModel(Model):
         """Tokens in a raw prompt (as ``complete`` sees it) or in a conversation after the chat template."""
         return len(self._prompt_ids(text) if isinstance(text, str) else self._chat_ids(as_messages(text)))
 
-    def _chat(self, messages, s, tools, tool_choice, constraint=None) -> Completion:
-        return self._collect_stream(self._chat_stream(messages, s, tools, tool_choice, constraint, stream=False))
+    def _chat(self, messages, s, tools, tool_choice, constraint=None, parallel_tool_calls: bool = True) -> Completion:
+        return self._collect_stream(self._chat_stream(messages, s, tools, tool_choice, constraint, parallel_tool_calls,
+                                                      stream=False))
 
-    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
+    def _stream(self, messages, s, tools, tool_choice, constraint=None, parallel_tool_calls: bool = True) -> Iterator[Chunk]:
         if (s.num_beams or 1) > 1:
             raise UnsupportedParameterError("stream with num_beams", self.provider, "beam search finishes all beams before it can answer; use chat()")
-        return self._chat_stream(messages, s, tools, tool_choice, constraint, stream=True)
+        return self._chat_stream(messages, s, tools, tool_choice, constraint, parallel_tool_calls, stream=True)
 
-    def _chat_stream(self, messages, s, tools, tool_choice, constraint, stream: bool) -> Iterator[Chunk]:
+    def _chat_stream(self, messages, s, tools, tool_choice, constraint, parallel: bool, stream: bool) -> Iterator[Chunk]:
         """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
         from ..structured import tools as tool_format
 
-        calls = tool_format.ToolCalls(tools, tool_choice or "auto") if tools and tool_choice != "none" else None
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel) \
+            if tools and tool_choice != "none" else None
         ids = self._chat_ids(tool_format.as_template_messages(messages, tools if calls else None))
         chunks = self._generate(ids, s, stream=stream or calls is not None, constraint=calls or constraint)
         return tool_format.stream_calls(chunks) if calls else chunks

@@ -49,6 +49,7 @@ class LocalModel(Model):
     supported = sampler.SUPPORTED
     capabilities = ("chat", "stream", "complete", "logprobs", "tools", "structured")
     constraint_kinds = frozenset({"json", "json_schema", "regex", "choice", "grammar"})
+    parallel_tool_control = True
 
     def __init__(self, path: str | None = None, **options):
         from ..engine import Engine
@@ -97,14 +98,15 @@ class LocalModel(Model):
 
     # --- generation ----------------------------------------------------------------------------
     def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice,
-              constraint=None) -> Completion:
-        return self._collect_stream(self._stream(messages, s, tools, tool_choice, constraint))
+              constraint=None, parallel_tool_calls: bool = True) -> Completion:
+        return self._collect_stream(self._stream(messages, s, tools, tool_choice, constraint, parallel_tool_calls))
 
-    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
+    def _stream(self, messages, s, tools, tool_choice, constraint=None, parallel_tool_calls: bool = True) -> Iterator[Chunk]:
         """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
         from ..structured import tools as tool_format
 
-        calls = tool_format.ToolCalls(tools, tool_choice or "auto") if tools and tool_choice != "none" else None
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel_tool_calls) \
+            if tools and tool_choice != "none" else None
         prompt = self.render(tool_format.as_template_messages(messages, tools if calls else None))
         chunks = self._generate(prompt, s, calls or constraint)
         return tool_format.stream_calls(chunks) if calls else chunks

@@ -116,6 +116,7 @@ class OpenAIModel(Model):
     supported = STANDARD  # per instance in __init__: each preset adds its EXTRA fields
     capabilities = ("chat", "stream", "complete", "tools", "logprobs")
     constraint_kinds = frozenset({"json", "json_schema"})  # response_format; see the module docstring
+    parallel_tool_control = True
 
     def __init__(self, name: str, preset: str = "openai", **options: Any):
         super().__init__(name)
@@ -159,13 +160,15 @@ class OpenAIModel(Model):
         return body
 
     def _body(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
-              constraint: Any = None) -> dict:
+              constraint: Any = None, parallel_tool_calls: bool | None = None) -> dict:
         body = {"model": self.name, "messages": [wire_message(m) for m in messages], **self._sampling(s, chat=True)}
         if constraint is not None:
             body["response_format"] = response_format(constraint)
         if tools:
             body["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                                "parameters": t.parameters}} for t in tools]
+        if parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = parallel_tool_calls
         if tool_choice in ("auto", "none", "required"):
             body["tool_choice"] = tool_choice
         elif tool_choice:
@@ -173,8 +176,9 @@ class OpenAIModel(Model):
         return body
 
     # --- the Model protocol ----------------------------------------------------------------
-    def _chat(self, messages, s, tools, tool_choice, constraint=None) -> Completion:
-        data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice, constraint))
+    def _chat(self, messages, s, tools, tool_choice, constraint=None, parallel_tool_calls=None) -> Completion:
+        data = self._http.post("/chat/completions", self._body(messages, s, tools, tool_choice, constraint,
+                                                               parallel_tool_calls))
         choice = self._choice(data)
         msg = choice.get("message")
         if not isinstance(msg, dict):
@@ -185,8 +189,8 @@ class OpenAIModel(Model):
                           tool_calls=self._tool_calls(msg.get("tool_calls") or []),
                           model=data.get("model") or self.name, provider=self.provider, raw=data)
 
-    def _stream(self, messages, s, tools, tool_choice, constraint=None) -> Iterator[Chunk]:
-        body = {**self._body(messages, s, tools, tool_choice, constraint), "stream": True,
+    def _stream(self, messages, s, tools, tool_choice, constraint=None, parallel_tool_calls=None) -> Iterator[Chunk]:
+        body = {**self._body(messages, s, tools, tool_choice, constraint, parallel_tool_calls), "stream": True,
                 "stream_options": {"include_usage": True}}  # usage comes in a last chunk with no choices
         calls: dict[int, dict[str, Any]] = {}  # tool calls arrive in pieces, keyed by their index
         finish, used, done = None, None, False

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..core.errors import LLMKitError, UnsupportedParameterError
+from ..core.errors import ConfigError, LLMKitError, UnsupportedParameterError
 from ..core.types import Completion, Message, Tool, ToolCall, Usage
 from .errors import APIError, sampling, stream_error
 from .runner import SSEResponse, sse
@@ -78,15 +78,23 @@ class MessagesRequest(CountRequest):
 async def messages(body: MessagesRequest, request: Request):
     served = request.app.state.served
     served.check_model(body.model)
-    if body.output_config:
-        raise APIError(400, "structured output is not available yet: send no output_config", param="output_config")
+    constraint = output_constraint(body.output_config)
     msgs, tools, choice = _convert(body)
     s = sampling(max_tokens=body.max_tokens, stop=body.stop_sequences, temperature=body.temperature,
                  top_p=body.top_p, top_k=body.top_k)
     model, msg_id = served.model, f"msg_{uuid.uuid4().hex[:24]}"
-    call = dict(sampling=s, tools=tools, tool_choice=choice)
-    if not body.stream:
-        (c,) = await served.runner.complete([lambda: model.chat(msgs, **call)])
+    if constraint is not None:
+        if tools:
+            raise APIError(400, "send either output_config.format or tools, not both", param="output_config")
+        call = dict(sampling=s, constraint=constraint)
+    else:
+        call = dict(sampling=s, tools=tools, tool_choice=choice)
+        if body.tool_choice is not None and body.tool_choice.disable_parallel_tool_use:
+            call["parallel_tool_calls"] = False
+    if not body.stream:  # a constrained answer comes back as generated (cut at max_tokens)
+        chat = (lambda: model.chat(msgs, **call)) if constraint is None else \
+            (lambda: model._collect_stream(model.stream(msgs, **call)))
+        (c,) = await served.runner.complete([chat])
         return {"id": msg_id, "type": "message", "role": "assistant", "model": served.name,
                 "content": content_blocks(c), "stop_reason": STOP_REASONS.get(c.finish_reason, "end_turn"),
                 "stop_sequence": None, "usage": {"input_tokens": c.usage.input_tokens,
@@ -100,6 +108,23 @@ async def messages(body: MessagesRequest, request: Request):
     head = {"id": msg_id, "type": "message", "role": "assistant", "model": served.name, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": counted, "output_tokens": 0}}
     return SSEResponse(_events(pairs, head, request.url.path))
+
+
+def output_constraint(config: dict[str, Any] | None):
+    """``output_config.format`` (``{"type": "json_schema", "schema": {...}}``, Anthropic's structured
+    outputs) as an llmkit constraint, compiled now so that a bad schema is a 400 before generation."""
+    if not config or config.get("format") is None:
+        return None
+    fmt = config["format"]
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise APIError(400, "output_config.format must be {'type': 'json_schema', 'schema': {...}}",
+                       param="output_config.format")
+    from ..structured import JSONSchema
+
+    try:
+        return JSONSchema(fmt["schema"])
+    except ConfigError as e:
+        raise APIError(400, str(e), param="output_config.format") from None
 
 
 @router.post("/v1/messages/count_tokens")

@@ -162,7 +162,8 @@ async def chat_completions(body: ChatRequest, request: Request):
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     samplings = body.samplings(max_tokens, body.logprobs, body.top_logprobs)
     model, head = served.model, _head("chatcmpl", "chat.completion", served.name)
-    kw = dict(tools=tools, tool_choice=choice) if constraint is None else dict(constraint=constraint)
+    kw = dict(tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls) if constraint is None \
+        else dict(constraint=constraint)
     if not body.stream:  # a constrained answer comes back as generated (cut at max_tokens, like OpenAI's)
         call = (lambda s: model.chat(messages, sampling=s, **kw)) if constraint is None else \
             (lambda s: model._collect_stream(model.stream(messages, sampling=s, **kw)))

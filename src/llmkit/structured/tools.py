@@ -100,6 +100,8 @@ def parse(text: str) -> tuple[str, list[ToolCall]]:
     while (start := text.find(OPEN.strip(), pos)) >= 0:
         end = text.find(CLOSE.strip(), start)
         if end < 0:
+            if calls:  # a call cut off by max_tokens after complete ones: not text for the user
+                text = text[:start]
             break
         rest.append(text[pos:start])
         body = text[start + len(OPEN.strip()):end].strip()
