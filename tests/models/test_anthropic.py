@@ -3,9 +3,10 @@ import json
 import time
 
 import pytest
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 import llmkit as lk
+from llmkit.structured import Typed
 from llmkit.structured import StructuredOutputError
 from llmkit.core import tracing
 from loopback import Loopback, Reply, sse
@@ -357,7 +358,7 @@ def test_json_forces_a_tool_whose_input_is_the_instance():
     assert pet == Pet(name="Rex", age=3)
     body = srv.requests[0].json
     assert body["tools"] == [{"name": "Pet", "description": "Reply with the structured output.",
-                              "input_schema": Pet.model_json_schema()}]
+                              "input_schema": Typed(Pet).schema()}]
     assert body["tool_choice"] == {"type": "tool", "name": "Pet"}
 
 
@@ -381,7 +382,7 @@ def test_non_object_root_is_wrapped_and_unwrapped():
         pets = model(srv).json("Invent one dog.", schema=list[Pet])
     assert pets == [Pet(name="Rex", age=3)]
     schema = srv.requests[0].json["tools"][0]["input_schema"]
-    full = TypeAdapter(list[Pet]).json_schema()
+    full = Typed(list[Pet]).schema()
     # $defs move up to the wrapper, so "#/$defs/Pet" still resolves
     assert schema == {"type": "object", "properties": {"value": {"type": "array", "items": {"$ref": "#/$defs/Pet"}}},
                       "required": ["value"], "$defs": full["$defs"]}

@@ -5,6 +5,7 @@ import pytest
 from pydantic import BaseModel
 
 import llmkit as lk
+from llmkit.structured import Typed
 from loopback import Loopback, Reply, sse
 
 KEY = "co-test-secret-456"
@@ -341,7 +342,7 @@ def test_json_sends_response_format_with_json_schema_and_returns_the_instance():
         pet = model(srv).json("Invent a dog.", schema=Pet, temperature=0)
     assert pet == Pet(name="Rex", age=3)
     body = srv.requests[0].json
-    assert body["response_format"] == {"type": "json_object", "json_schema": Pet.model_json_schema()}
+    assert body["response_format"] == {"type": "json_object", "json_schema": Typed(Pet).schema()}
     assert body["temperature"] == 0
 
 
@@ -357,7 +358,7 @@ def test_stream_json_yields_partial_dicts_then_the_instance():
         got = list(model(srv).stream_json("Invent a dog.", schema=Pet))
     assert got == [{"name": "Re"}, {"name": "Rex", "age": 3}, Pet(name="Rex", age=3)]
     body = srv.requests[0].json
-    assert body["stream"] is True and body["response_format"]["json_schema"] == Pet.model_json_schema()
+    assert body["stream"] is True and body["response_format"]["json_schema"] == Typed(Pet).schema()
 
 
 def test_non_object_root_is_wrapped_and_unwrapped():

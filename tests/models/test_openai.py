@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from loopback import Loopback, Reply, sse
 
 import llmkit as lk
+from llmkit.structured import Typed
 from llmkit.structured import StructuredOutputError
 from llmkit.core import tracing
 
@@ -300,6 +301,7 @@ def test_count_tokens_with_or_without_tiktoken():
 class Pet(BaseModel):
     name: str
     age: int
+    nickname: str | None = None  # optional: strict mode wants every property required
 
 
 class StrictPet(BaseModel):
@@ -313,9 +315,9 @@ def test_json_sends_response_format_json_schema_and_returns_the_instance():
         pet = openai(srv).json("Invent a dog.", schema=Pet, temperature=0)
     assert pet == Pet(name="Rex", age=3)
     body = srv.requests[0].json
-    # Pet is open (no additionalProperties: false), so strict mode would reject it: sent as it is, strict false
+    # Pet has an optional field, so strict mode would reject it: sent as llmkit compiles it, strict false
     assert body["response_format"] == {"type": "json_schema", "json_schema": {
-        "name": "Pet", "schema": Pet.model_json_schema(), "strict": False}}
+        "name": "Pet", "schema": Typed(Pet).schema(), "strict": False}}
     assert body["temperature"] == 0
 
 

@@ -108,3 +108,36 @@ def test_async_twins():
     m = Scripted(['{"name": "Paris", "population": 1}', "b"])
     assert asyncio.run(m.ajson("?", schema=City)).name == "Paris"
     assert asyncio.run(m.achoose("?", ["a", "b"])) == "b"
+
+
+# --- bounded generation (constraints._bounded), checked with llguidance's byte-level tokenizer ------
+def _accepts(c, text: str) -> bool:
+    import llguidance
+
+    m = llguidance.LLMatcher(llguidance.LLTokenizer("byte"), c.grammar(), log_level=0)
+    toks = list(text.encode())
+    return m.try_consume_tokens(toks) == len(toks) and m.is_accepting()
+
+
+def test_bounded_generation_is_a_subset_of_the_schema():
+    from llmkit.structured import JSONSchema
+
+    schema = {"type": "object", "properties": {"x": {"type": "number"}, "n": {"type": "integer"},
+                                               "t": {"type": "string", "format": "date-time"}}, "required": ["x"]}
+    bounded, raw = JSONSchema(schema), JSONSchema(schema, bounded=False)
+    for ok in ['{"x": 1.5}', '{"x": -2, "n": 9007199254740991}', '{"x": 0, "t": "2026-11-26T10:16:49.123456+01:00"}']:
+        assert _accepts(bounded, ok) and bounded.check(ok)
+    for runaway in ['{"x": 44.6153113913333354836}', '{"x": 1, "n": 123456789012345678901}', '{"x": 1, "extra": 2}',
+                    '{"x": 1, "t": "2026-11-26T10:16:49.0000000000000000000000000000Z"}']:
+        assert not _accepts(bounded, runaway) and _accepts(raw, runaway)   # the raw schema allows them
+        assert raw.check(runaway) is not None                             # and they validate: a subset, not a change
+
+
+def test_bounds_respect_what_the_schema_says():
+    from llmkit.structured.constraints import _bounded
+
+    assert _bounded({"type": "number", "multipleOf": 0.5, "maximum": 3}) == {
+        "type": "number", "multipleOf": 0.5, "maximum": 3, "minimum": -1e15}
+    assert _bounded({"type": "object", "properties": {}, "additionalProperties": True})["additionalProperties"] is True
+    split = _bounded({"allOf": [{"properties": {"a": {}}}, {"properties": {"b": {}}}]})
+    assert all("additionalProperties" not in s for s in split["allOf"])   # siblings add properties: left open

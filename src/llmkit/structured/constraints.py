@@ -111,11 +111,14 @@ class JSONSchema(Constraint):
     Args:
         schema: the schema, a dict.
         name: a name for providers that want one (OpenAI's ``json_schema.name``).
+        bounded: generate locally within practical bounds (see :func:`_bounded`): every output
+            still validates against ``schema``, but a small model can no longer write a number,
+            a timestamp or a list of invented keys that never ends. False: the schema as it is.
     """
 
     kind = "json_schema"
 
-    def __init__(self, schema: dict, name: str | None = None):
+    def __init__(self, schema: dict, name: str | None = None, bounded: bool = True):
         import llguidance
         from jsonschema import Draft202012Validator, FormatChecker
         from jsonschema.exceptions import SchemaError
@@ -130,8 +133,9 @@ class JSONSchema(Constraint):
         self._schema = schema
         self.name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(name or schema.get("title") or "response"))[:64]  # providers' rule
         self._validator = Draft202012Validator(schema, format_checker=FormatChecker())
-        self._grammar = _validated(llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS),
-                                   "this JSON Schema")
+        self.bounded = bounded
+        self._grammar = _validated(llguidance.LLMatcher.grammar_from_json_schema(
+            _bounded(schema) if bounded else schema, overrides=JSON_OPTIONS), "this JSON Schema")
 
     def grammar(self) -> str:
         return self._grammar
@@ -171,7 +175,7 @@ class Typed(JSONSchema):
         except PydanticSchemaGenerationError as e:
             raise ConstraintError(f"{tp!r} has no JSON Schema: {e}") from None
         self.type = tp
-        super().__init__(_closed(schema), name=getattr(tp, "__name__", None))
+        super().__init__(schema, name=getattr(tp, "__name__", None))
 
     def check(self, text: str) -> Any:
         from pydantic import ValidationError
@@ -186,21 +190,51 @@ class Typed(JSONSchema):
         return f"Typed({getattr(self.type, '__name__', self.type)!r})"
 
 
-def _closed(schema: Any) -> Any:
-    """Pydantic ignores unknown keys unless a model says ``extra="allow"`` (its schema then has
-    ``additionalProperties``), so generating them only wastes tokens (small models copy keys from
-    the prompt): objects that do not mention ``additionalProperties`` get ``false``. The validated
-    value is the same either way."""
+SAFE_INT = 2**53 - 1       # the largest integer every JSON parser reads exactly
+NUMBER_LIMIT = 1e15        # |x| for numbers the schema leaves unbounded
+NUMBER_STEP = 1e-6         # decimals for numbers with no multipleOf: six at most
+FORMAT_LENGTH = {"date-time": 35, "time": 21}   # 2026-11-26T10:16:49.123456+01:00 is 32 characters
+_SUBSCHEMAS = ("properties", "$defs", "definitions", "items", "prefixItems", "anyOf", "oneOf", "allOf",
+               "additionalProperties", "then", "else")
+
+
+def _bounded(schema: Any, in_all_of: bool = False) -> Any:
+    """The schema a local model generates under: a subset of ``schema``'s language, so every output
+    still validates, without the endless outputs a small model falls into.
+
+    - an object that lists ``properties`` and says nothing of ``additionalProperties`` gets no
+      invented keys (``false``), except inside ``allOf``, where its siblings may add properties;
+    - an integer with no bound stays within ±(2^53 - 1); a number with no bound within ±1e15,
+      and with no ``multipleOf`` gets six decimals at most;
+    - a ``date-time`` or ``time`` string with no ``maxLength`` gets a length that fits any
+      timestamp with microseconds (its fraction of a second is otherwise unbounded).
+    """
     if isinstance(schema, list):
-        return [_closed(x) for x in schema]
+        return [_bounded(x, in_all_of) for x in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _closed(v) if k in ("properties", "$defs", "items", "anyOf", "oneOf", "allOf", "prefixItems")
-           or isinstance(v, dict) and k not in ("default", "const", "examples") else v for k, v in schema.items()}
-    if "properties" in out and isinstance(out["properties"], dict):
-        out["properties"] = {k: _closed(v) for k, v in schema["properties"].items()}
-    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+    out = dict(schema)
+    for key in _SUBSCHEMAS:
+        if key not in out:
+            continue
+        sub = out[key]
+        if key in ("properties", "$defs", "definitions") and isinstance(sub, dict):
+            out[key] = {k: _bounded(v) for k, v in sub.items()}
+        elif isinstance(sub, (dict, list)):
+            out[key] = _bounded(sub, in_all_of=key == "allOf")
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "properties" in out and not in_all_of and "allOf" not in out and "additionalProperties" not in out \
+            and "patternProperties" not in out and "unevaluatedProperties" not in out:
         out["additionalProperties"] = False
+    if "integer" in types:
+        out.setdefault("minimum", -SAFE_INT) if "exclusiveMinimum" not in out else None
+        out.setdefault("maximum", SAFE_INT) if "exclusiveMaximum" not in out else None
+    elif "number" in types:
+        out.setdefault("minimum", -NUMBER_LIMIT) if "exclusiveMinimum" not in out else None
+        out.setdefault("maximum", NUMBER_LIMIT) if "exclusiveMaximum" not in out else None
+        out.setdefault("multipleOf", NUMBER_STEP)
+    if out.get("format") in FORMAT_LENGTH:
+        out.setdefault("maxLength", FORMAT_LENGTH[out["format"]])
     return out
 
 
