@@ -104,9 +104,12 @@ def test_sampling_fields_apply_within_the_allowed_set(embedded):
     greedy = embedded.chat(prompt, constraint=c, temperature=0).text
     # top_k=1 keeps only the best allowed token: the greedy answer at any temperature and seed
     assert {embedded.chat(prompt, constraint=c, temperature=1.5, top_k=1, seed=s).text for s in SEEDS} == {greedy}
-    # logprobs are reported, and every generated token was an allowed one (finite log-probability)
+    # logprobs are the model's own (before the mask, as vLLM reports them): the alternatives the
+    # grammar forbade still show, and they match an unconstrained run's first token
     lp = embedded.chat(prompt, constraint=c, temperature=0, logprobs=True, top_logprobs=3)
+    free = embedded.chat(prompt, temperature=0, logprobs=True, top_logprobs=3, max_tokens=1)
     assert lp.logprobs and all(t.logprob > float("-inf") for t in lp.logprobs)
+    assert [a for a, _ in lp.logprobs[0].top] == [a for a, _ in free.logprobs[0].top]
 
 
 def test_constrained_requests_do_not_change_others_in_the_batch(embedded):

@@ -50,6 +50,7 @@ class Request:
     top_logprobs: int | None = None          # None: no logprobs
     speculate: bool = False
     matcher: object = None                   # an llguidance LLMatcher when the output is constrained
+    raw: np.ndarray | None = None            # its logits before the mask, this step (for logprobs)
     # --- engine state (touched by the engine thread only) ---
     seq: int = -1
     n_past: int = 0                          # cells this sequence holds: positions [0, n_past)
@@ -293,7 +294,7 @@ class Engine:
             else:
                 r.n_past += n
                 t = rt.C.llama_sampler_sample(r.sampler, rt.ctx, start + n - 1)
-                lp = self._logprob(start + n - 1, t, r.top_logprobs) if r.top_logprobs is not None else None
+                lp = self._logprob(start + n - 1, t, r.top_logprobs, r.raw) if r.top_logprobs is not None else None
                 if r.matcher is not None and not self._advance(r, t):
                     continue
                 if self._emit(r, t, lp):
@@ -315,6 +316,8 @@ class Engine:
         bits = masks.new_masks(len(rows), tok.vocab_size)
         masks.fill_masks([(r.matcher, k) for k, (r, _) in enumerate(rows)], bits)
         for k, (r, i) in enumerate(rows):
+            if r.top_logprobs is not None:  # logprobs are the model's own, as without a constraint
+                r.raw = self.runtime.logits(i).copy()
             masks.apply_mask(self.runtime.logits(i), bits[k])
 
     def _advance(self, r: Request, t: int) -> bool:
@@ -453,10 +456,11 @@ class Engine:
             self.free_seqs.append(r.seq)
         r.seq = -1
 
-    def _logprob(self, i: int, t: int, top: int) -> TokenLogprob:
-        """log_softmax of the raw logits (before penalties and temperature), as OpenAI reports them."""
+    def _logprob(self, i: int, t: int, top: int, raw: np.ndarray | None = None) -> TokenLogprob:
+        """log_softmax of the raw logits (before penalties, temperature and any grammar mask), as
+        OpenAI reports them; ``raw``: a constrained request's logits saved before its mask."""
         rt = self.runtime
-        x = rt.logits(i).astype(np.float64)
+        x = (rt.logits(i) if raw is None else raw).astype(np.float64)
         x -= x.max()
         x -= np.log(np.exp(x).sum())
         alts = np.argpartition(-x, top)[:top] if top else []
