@@ -181,3 +181,10 @@ def test_rate_limited_calls_are_retried_by_the_runner(tmp_path):
         run = run_suite(load_suite(write_suite(tmp_path, srv.url, cases="  - {vars: {country: France}}")),
                         progress=False, cache=False)
     assert len(seen) == 2 and run.rows[0].output.text == "The capital is Paris." and run.rows[0].output.error is None
+
+
+def test_cli_lists_tasks_and_rejects_a_log_likelihood_task_on_llama_cpp():
+    r = llmkit_cli("eval", "tasks")
+    assert r.returncode == 0 and r.stdout.split() == ["arithmetic_mc", "capitals_gen", "wiki_ppl"]
+    bad = llmkit_cli("eval", "task", "arithmetic_mc", "-m", "local", "--limit", "2")
+    assert bad.returncode == 2 and "hf:smollm2" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

