@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_cli_lists_tasks_and_rejects_a_log_likelihood_task_on_llama_cpp():
     assert r.returncode == 0 and r.stdout.split() == ["arithmetic_mc", "capitals_gen", "wiki_ppl"]
     bad = llmkit_cli("eval", "task", "arithmetic_mc", "-m", "local", "--limit", "2")
     assert bad.returncode == 2 and "hf:smollm2" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_provider_rate_limit_is_shared_by_its_models(tmp_path):
+    inflight, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow(req):
+        with lock:
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        time.sleep(0.05)
+        with lock:
+            inflight[0] -= 1
+        return answer(req)
+
+    with Loopback(slow) as srv:
+        path = write_suite(tmp_path, srv.url, extra="concurrency: 8\nrate_limits: {openai: {concurrency: 2}}\n")
+        text = path.read_text().replace("models:\n", f"""models:
+  - spec: openai:fake2
+    label: fake2
+    options: {{base_url: "{srv.url}/v1", api_key: sk-test, max_retries: 0}}
+""")
+        path.write_text(text)
+        run = run_suite(load_suite(path), cache=False, progress=False)
+    assert len(run.rows) == 8 and peak[0] == 2   # two models, one provider limit of 2 in flight

@@ -174,6 +174,8 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, repeat: int = 1,
     judge_spec = suite.judge or "local"
     judge = loaded.get(judge_spec) if judge_spec in loaded else None
     limiters = {e.name: _Limiter(e.concurrency, e.rps) for e in entries}
+    by_provider = {p: _Limiter(lim.concurrency, lim.rps) for p, lim in suite.rate_limits.items()}
+    unlimited = _Limiter(None, None)
     store = Cache() if cache else None
     prompts = suite.prompts
     jobs = [(e, pi, i, c, r) for e in entries for pi in range(len(prompts)) for i, c in cases for r in range(repeat)]
@@ -197,7 +199,7 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, repeat: int = 1,
         k = key(e.spec, e.options, [m.model_dump() for m in messages], sampling, c.schema_, r)
         out = store.get(k) if store is not None else None
         if out is None:
-            with limiters[e.name]:
+            with by_provider.get(_provider(e.spec), unlimited), limiters[e.name]:
                 out = _call(instances[e.name], messages, sampling, c.schema_)
             if not out.error:
                 with lock:
@@ -290,6 +292,10 @@ def _render(p: Prompt, c: Case, suite: Suite):
     if p.template is not None:
         return [lk.user(render(p.template))]
     return [lk.core.Message(role=m["role"], content=render(m.get("content", ""))) for m in p.messages]
+
+
+def _provider(spec: str) -> str:
+    return spec.split(":", 1)[0] if ":" in spec else (spec or "local")
 
 
 def _prompt_id(p: Prompt, i: int) -> str:

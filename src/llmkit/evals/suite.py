@@ -18,6 +18,8 @@
         assert: [{type: icontains, value: paris}]
       - file: more_cases.jsonl
     threshold: null                            # weighted score a case needs (default: every assertion passes)
+    concurrency: 8                             # calls in flight in all
+    rate_limits: {openai: {rps: 5, concurrency: 4}}   # per provider, shared by its models
 
 A case row in JSONL is ``{"vars": {...}, "assert": [...], "description": ..., "metadata": ...}``
 or a flat object of variables; a CSV row is variables, with an optional ``__expected`` column
@@ -51,6 +53,11 @@ class ModelEntry(_Strict):
     @property
     def name(self) -> str:
         return self.label or self.spec
+
+
+class RateLimit(_Strict):
+    concurrency: int | None = Field(None, ge=1, description="most calls in flight to this provider")
+    rps: float | None = Field(None, gt=0, description="most requests per second to this provider")
 
 
 class Prompt(_Strict):
@@ -87,6 +94,9 @@ class Suite(_Strict):
     tests: list[Case | dict[str, str]] = Field(min_length=1)
     threshold: float | None = Field(None, ge=0, le=1)
     concurrency: int = Field(8, ge=1, description="calls in flight in all")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict,
+                                              description="per provider (the spec's prefix: openai, anthropic, local…), "
+                                                          "shared by every model of that provider")
     seed: int = Field(0, description="seed of sampled calls (repeat i uses seed + i)")
 
     @field_validator("prompts")
