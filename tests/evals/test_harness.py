@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 import llmkit as lk
 from llmkit.evals import harness as h
-from llmkit.models.hf import HFModel, embedded_dir
+from llmkit.models.hf import embedded_dir
 
 TEXT = " ".join(d["text"] for d in h.load_task("wiki_ppl").docs()[:2])   # ~240 tokens of prose
 
@@ -26,14 +26,9 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, intermediate_size=128, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    return HFModel.from_objects(LlamaForCausalLM(config), tokenizer, name="tiny")
+    return tiny_llama(tokenizer)
 
 
 @pytest.fixture(scope="module")

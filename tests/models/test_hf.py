@@ -24,14 +24,9 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tiny import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, intermediate_size=128, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    return HFModel.from_objects(LlamaForCausalLM(config), tokenizer, name="tiny")
+    return tiny_llama(tokenizer)
 
 
 def prompt_ids(m):

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..core.errors import ConfigError, ContextLengthError, UnsupportedParameterError
+from .types import jsonl_rows
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 BATCH_TOKENS = 4096  # padded tokens per forward pass: bounds activation memory on a laptop
@@ -398,13 +399,7 @@ def _read_jsonl(path: Path, task_path: Path, field_name: str) -> list[dict]:
     if not path.is_file():
         raise ConfigError(f"{task_path}: field {field_name!r}: data file {str(path)!r} does not exist")
     docs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: not valid JSON: {e.msg}") from None
+    for n, doc in jsonl_rows(path):
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}:{n}: each line must be a JSON object, got {type(doc).__name__}")
         docs.append(doc)

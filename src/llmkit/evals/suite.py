@@ -29,7 +29,6 @@ file, the line and the field.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..core.errors import ConfigError
 from .assertions import Assertion
+from .types import jsonl_rows
 
 
 class _Strict(BaseModel):
@@ -171,14 +171,7 @@ def load_cases(path: Path) -> list[Case]:
         raise ConfigError(f"case file {str(path)!r} does not exist")
     cases = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{n}: not valid JSON: {e.msg}") from None
-            cases.append(_case(row, path, n))
+        cases = [_case(row, path, n) for n, row in jsonl_rows(path)]
     elif path.suffix == ".csv":
         with path.open(newline="") as f:
             for n, row in enumerate(csv.DictReader(f), 2):

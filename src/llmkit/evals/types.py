@@ -1,8 +1,25 @@
 """What the evaluation pieces pass each other: a model's output for one case, an assertion's verdict."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from ..core.errors import ConfigError
+
+
+def jsonl_rows(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{n}: not valid JSON: {e.msg}") from None
+    return rows
 
 
 @dataclass
