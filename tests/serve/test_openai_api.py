@@ -5,6 +5,7 @@ import math
 import struct
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -58,18 +59,28 @@ def test_stream_equals_the_plain_answer_and_reports_the_same_usage(live):
 
 
 def test_n_choices_use_seed_plus_i(live):
+    """Checked on the model calls' own spans: re-running a seed alone would not prove it, since a
+    sampled token can flip when the batch shape nudges the logits (see tests/greedy.py)."""
     client = live.openai()
-    kw = dict(messages=[{"role": "user", "content": "Name a fruit."}], temperature=1.0, max_tokens=8)
-    both = ask(client, n=2, seed=11, **kw)
+    question = f"Name a fruit. ({uuid.uuid4().hex[:8]})"
+    both = ask(client, n=2, seed=11, messages=[{"role": "user", "content": question}], temperature=1.0, max_tokens=8)
     assert [c.index for c in both.choices] == [0, 1]
-    alone = [ask(client, seed=seed, **kw).choices[0].message.content for seed in (11, 12)]
-    assert [c.message.content for c in both.choices] == alone
-    assert both.usage.completion_tokens == sum(ask(client, seed=s, **kw).usage.completion_tokens for s in (11, 12))
+    spans = [s["attributes"] for s in tracing.TraceStore().list(limit=64, name_like="chat smollm2")
+             if json.loads(s["attributes"]["gen_ai.input.messages"])[-1]["content"] == question]
+    by_seed = {a["gen_ai.request.seed"]: json.loads(a["gen_ai.output.messages"])[0]["content"] for a in spans}
+    assert sorted(by_seed) == [11, 12]
+    assert [c.message.content for c in both.choices] == [by_seed[11], by_seed[12]]
+    assert both.usage.completion_tokens == sum(a["gen_ai.usage.output_tokens"] for a in spans)
+    streamed_q = question + " (streamed)"  # a streamed n=2 interleaves both choices, each whole
     texts = {0: "", 1: ""}
-    for chunk in ask(client, n=2, seed=11, stream=True, **kw):
+    for chunk in ask(client, n=2, seed=11, stream=True, messages=[{"role": "user", "content": streamed_q}],
+                     temperature=1.0, max_tokens=8):
         for c in chunk.choices:
             texts[c.index] += c.delta.content or ""
-    assert [texts[0], texts[1]] == alone
+    spans = [s["attributes"] for s in tracing.TraceStore().list(limit=64, name_like="chat smollm2")
+             if json.loads(s["attributes"]["gen_ai.input.messages"])[-1]["content"] == streamed_q]
+    by_seed = {a["gen_ai.request.seed"]: json.loads(a["gen_ai.output.messages"])[0]["content"] for a in spans}
+    assert [texts[0], texts[1]] == [by_seed[11], by_seed[12]]
 
 
 def test_logprobs_and_stop(live):
