@@ -214,3 +214,12 @@ def test_provider_rate_limit_is_shared_by_its_models(tmp_path):
         path.write_text(text)
         run = run_suite(load_suite(path), cache=False, progress=False)
     assert len(run.rows) == 8 and peak[0] == 2   # two models, one provider limit of 2 in flight
+
+
+def test_prices_give_answers_a_cost(tmp_path):
+    with Loopback(answer) as srv:
+        path = write_suite(tmp_path, srv.url, cases="  - {vars: {country: France}, assert: [{type: cost, value: 0.0001}]}")
+        path.write_text(path.read_text().replace("    label: fake\n", "    label: fake\n    price: [2.0, 10.0]\n"))
+        run = run_suite(load_suite(path), progress=False, cache=False)
+    # 10 prompt tokens at $2/M + 5 completion tokens at $10/M
+    assert run.rows[0].output.cost == pytest.approx(10 * 2e-6 + 5 * 1e-5) and run.rows[0].passed

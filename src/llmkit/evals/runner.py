@@ -206,6 +206,8 @@ def run_suite(suite: Suite, *, models: list[str] | None = None, repeat: int = 1,
                     counter["calls"] += 1
             if store is not None:
                 store.put(k, e.spec, out)
+        if e.price is not None and not out.error:  # from today's prices, cached answer or not
+            out.cost = (out.input_tokens * e.price[0] + out.output_tokens * e.price[1]) / 1e6
         judged = judge_model() if any(a.type.removeprefix("not-") == "llm-rubric" and not a.judge
                                      for a in c.assert_) else None
         results = [evaluate(a, out, c.vars, judge=judged) for a in c.assert_]

@@ -7,7 +7,7 @@
         messages:
           - {role: system, content: "Be brief."}
           - {role: user, content: "{{question}}"}
-    models: [local]                            # model specs; or {spec, label, options}
+    models: [local]                            # model specs; or {spec, label, options, price: [0.15, 0.6]}
     sampling: {temperature: 0, max_tokens: 24} # every call (a case may override)
     judge: local                               # the model behind llm-rubric assertions
     defaults:                                  # merged into every case
@@ -49,6 +49,8 @@ class ModelEntry(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="options for llmkit.model(spec, **options)")
     concurrency: int | None = Field(None, ge=1, description="most calls in flight to this model")
     rps: float | None = Field(None, gt=0, description="most requests per second to this model")
+    price: tuple[float, float] | None = Field(None, description="USD per million tokens [input, output]: "
+                                                                "gives each answer a cost for `cost` assertions")
 
     @property
     def name(self) -> str:
