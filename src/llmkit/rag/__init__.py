@@ -1,7 +1,17 @@
-"""Retrieval-augmented generation. So far: :class:`Embedder` (the embedded all-MiniLM-L6-v2).
+"""Retrieval-augmented generation: loaders, splitters, embedders (so far).
 
-Heavy libraries (sentence-transformers, torch) load only when an embedder is made.
+    >>> from llmkit.rag import load_folder, make_splitter
+    >>> docs = list(load_folder("docs/", glob="**/*.md"))
+    >>> chunks = make_splitter("markdown", chunk_size=256).split_documents(docs)
+
+Heavy libraries (sentence-transformers, torch, pypdf, python-docx) load only when used.
+The RAG chunk type is ``llmkit.rag.splitters.Chunk`` (``llmkit.Chunk`` is a streamed model chunk).
 """
 from .embedders import Embedder, embedded_minilm
+from .loaders import LOADERS, Document, iter_files, load, load_folder
+from .splitters import (SPLITTERS, HTMLSplitter, MarkdownSplitter, ParentChildSplitter, RecursiveSplitter,
+                        SemanticSplitter, SentenceSplitter, TokenSplitter, make_splitter)
 
-__all__ = ["Embedder", "embedded_minilm"]
+__all__ = ["Embedder", "embedded_minilm", "Document", "load", "load_folder", "iter_files", "LOADERS",
+           "SPLITTERS", "make_splitter", "RecursiveSplitter", "TokenSplitter", "MarkdownSplitter", "HTMLSplitter",
+           "SentenceSplitter", "SemanticSplitter", "ParentChildSplitter"]
