@@ -14,12 +14,15 @@ from ..core.sampling import Sampling
 from ..serve.config import ServeConfig
 from .eval_cmd import eval_app
 from .options import with_config, with_sampling
+from .rag_cmd import rag_app, sql_app
 
 app = typer.Typer(help="llmkit: a local-first LLM engineering toolkit.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 trace_app = typer.Typer(help="Read the traces of past model calls ($LLMKIT_HOME/traces.db).", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 app.add_typer(eval_app, name="eval")
+app.add_typer(rag_app, name="rag")
+app.add_typer(sql_app, name="sql")
 
 MODEL = typer.Option("", "--model", "-m", help="model spec, e.g. 'hf:smollm2', 'openai:gpt-4o-mini' (default: embedded)")
 
