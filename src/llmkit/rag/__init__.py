@@ -9,6 +9,8 @@ text-to-SQL (so far).
 Heavy libraries (sentence-transformers, torch, pypdf, python-docx) load only when used.
 The RAG chunk type is ``llmkit.rag.splitters.Chunk`` (``llmkit.Chunk`` is a streamed model chunk).
 """
+from .answer import (ANSWER_TEMPLATE, NOT_FOUND_TEXT, Answer, Citation, answer, mmr, mmr_hits,
+                     reorder_lost_in_the_middle)
 from .embedders import Embedder, embedded_minilm
 from .kb import IngestReport, KnowledgeBase, fuse
 from .loaders import LOADERS, Document, iter_files, load, load_folder
@@ -19,4 +21,6 @@ from .stores import Hit, SQLiteStore, filter_sql
 __all__ = ["Embedder", "embedded_minilm", "Document", "load", "load_folder", "iter_files", "LOADERS",
            "SPLITTERS", "make_splitter", "RecursiveSplitter", "TokenSplitter", "MarkdownSplitter", "HTMLSplitter",
            "SentenceSplitter", "SemanticSplitter", "ParentChildSplitter",
-           "KnowledgeBase", "IngestReport", "Hit", "SQLiteStore", "fuse", "filter_sql"]
+           "KnowledgeBase", "IngestReport", "Hit", "SQLiteStore", "fuse", "filter_sql",
+           "answer", "Answer", "Citation", "ANSWER_TEMPLATE", "NOT_FOUND_TEXT", "reorder_lost_in_the_middle",
+           "mmr", "mmr_hits"]
