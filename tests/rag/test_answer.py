@@ -3,10 +3,7 @@
 A hashing bag-of-words embedder (as in test_kb.py) and a scripted model keep these fast and
 exact; one integration test runs the embedded model.
 """
-import hashlib
 import json
-import math
-import re
 
 import pytest
 
@@ -18,24 +15,7 @@ from llmkit.rag import (ANSWER_TEMPLATE, NOT_FOUND_TEXT, Document, KnowledgeBase
                         mmr_hits, reorder_lost_in_the_middle)
 from llmkit.rag.stores import Hit
 
-WORDS = re.compile(r"[^\W_]+")
-
-
-class HashEmbedder:
-    """Bag of words hashed into 64 buckets, unit length: texts sharing words are close."""
-
-    name = "hash-bow-64"
-    dimensions = 64
-
-    def embed(self, texts):
-        out = []
-        for t in texts:
-            v = [0.0] * self.dimensions
-            for w in WORDS.findall(t.lower()):
-                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dimensions] += 1.0
-            n = math.sqrt(sum(x * x for x in v)) or 1.0
-            out.append([x / n for x in v])
-        return out
+from hash_embedder import HashEmbedder
 
 
 class Scripted(Model):

@@ -4,9 +4,6 @@ fusion, metadata filters, and a crash mid-write leaving the old state.
 Most tests use a hashing bag-of-words embedder so they run in milliseconds; one integration
 test uses the embedded MiniLM.
 """
-import hashlib
-import math
-import re
 import sqlite3
 
 import pytest
@@ -17,28 +14,7 @@ from llmkit.rag.loaders import Document
 from llmkit.rag.splitters import Chunk, make_splitter
 from llmkit.rag.stores import Hit, SQLiteStore
 
-WORDS = re.compile(r"[^\W_]+")
-
-
-class HashEmbedder:
-    """Bag of words hashed into 64 buckets, unit length: texts sharing words are close."""
-
-    name = "hash-bow-64"
-    dimensions = 64
-
-    def __init__(self):
-        self.calls = 0
-
-    def embed(self, texts):
-        self.calls += 1
-        out = []
-        for t in texts:
-            v = [0.0] * self.dimensions
-            for w in WORDS.findall(t.lower()):
-                v[int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dimensions] += 1.0
-            n = math.sqrt(sum(x * x for x in v)) or 1.0
-            out.append([x / n for x in v])
-        return out
+from hash_embedder import WORDS, HashEmbedder
 
 
 class ScriptedEmbedder:
