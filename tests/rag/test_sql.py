@@ -274,6 +274,8 @@ def test_embedded_model_answers_or_is_refused_clearly(tmp_path, embedded):
             r = ask(embedded, db, "List the names of all pets.", row_limit=10)
         except (UnsafeSQLError, SQLQueryError) as e:
             assert str(e) and e.sql  # a clear refusal naming the SQL
+        except lk.StructuredOutputError as e:  # the 135M model never finished an answer: said, with its text
+            assert "SQLAnswer" in str(e) and e.text
         else:
             assert r.sql.upper().startswith(("SELECT", "WITH")) and len(r.rows) <= 10 and r.columns
     assert user_rows(path) == 3

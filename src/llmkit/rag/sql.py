@@ -373,8 +373,8 @@ def run(db: Database, sql: str, row_limit: int = 100, timeout_s: float = 5.0, re
 # ----------------------------------------------------------------------------------------------- ask
 
 class SQLAnswer(BaseModel):
-    reasoning: str = Field(description="one short sentence: which tables and columns answer the question")
-    sql: str = Field(description="one read-only SELECT statement")
+    reasoning: str = Field(max_length=300, description="one short sentence: which tables and columns answer the question")
+    sql: str = Field(max_length=2000, description="one read-only SELECT statement")
 
 
 def ask(model, db: Database, question: str, *, template: str = SQL_TEMPLATE, row_limit: int = 100,
