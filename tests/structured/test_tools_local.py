@@ -96,3 +96,17 @@ def test_streamed_call_and_the_result_fed_back(embedded):
              Message(role="tool", content=json.dumps({"result": 5}), tool_call_id=calls[0].id, name="add")]
     final = embedded.chat(convo, tools=[ADD], tool_choice="none", temperature=0, max_tokens=32)
     assert final.text and not final.tool_calls
+
+
+def test_call_arguments_are_generated_within_bounds():
+    import llguidance
+
+    def accepts(c, text):
+        m = llguidance.LLMatcher(llguidance.LLTokenizer("byte"), c.grammar(), log_level=0)
+        toks = list(text.encode())
+        return m.try_consume_tokens(toks) == len(toks) and m.is_accepting()
+
+    c = tool_format.ToolCalls([WEATHER], "required")
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"%s}}\n</tool_call>'
+    assert accepts(c, call % "") and accepts(c, call % ', "unit": "celsius"')
+    assert not accepts(c, call % ', "units": {"temp": 1}')   # invented keys: the small model's runaway

@@ -10,7 +10,9 @@ every local model, the Hermes ``<tool_call>`` style that many open models are tr
 ``TOOLS_PROMPT`` (printable, overridable per call) lists the tools in the system message;
 :class:`ToolCalls` is the grammar: with ``tool_choice="required"`` (or a tool's name) the reply
 must be one or more calls whose arguments validate against that tool's parameters; with
-``"auto"`` it may instead be plain text (which then cannot start with ``<``). Past calls and
+``"auto"`` it may instead be plain text (which then cannot start with ``<``). Arguments are
+generated within practical bounds (``constraints._bounded``: no invented keys, bounded numbers),
+always valid for the tool's schema. Past calls and
 tool results are written back into the conversation in the same format.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Iterator
 
 from ..core.errors import ConfigError
 from ..core.types import Chunk, Message, Tool, ToolCall
-from .constraints import Constraint, Invalid, _validated
+from .constraints import Constraint, Invalid, _bounded, _validated
 
 #: The system prompt that describes the tools (``{tools}``: one JSON line per tool).
 TOOLS_PROMPT = """You can call functions. Their signatures, as JSON Schema, are:
@@ -56,7 +58,8 @@ class ToolCalls(Constraint):
         self.tools, self.tool_choice = tools, tool_choice
         chosen = [t for t in tools if tool_choice in ("auto", "required") or t.name == tool_choice]
         schema = {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
-                             "properties": {"name": {"const": t.name}, "arguments": t.parameters or {"type": "object"}}}
+                             "properties": {"name": {"const": t.name},
+                                            "arguments": _bounded(t.parameters or {"type": "object"})}}
                             for t in chosen]}
         call = f"{json.dumps(OPEN)} call_json {json.dumps(CLOSE)}"
         calls = f"call ({json.dumps(chr(10))} call) ~ 0..{MAX_CALLS - 1}" if parallel else "call"
