@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..core.errors import ConfigError, ContextLengthError, UnsupportedParameterError
-from .types import jsonl_rows
+from .types import jsonl_rows, yaml_mapping
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 BATCH_TOKENS = 4096  # padded tokens per forward pass: bounds activation memory on a laptop
@@ -423,7 +423,6 @@ def load_task(name_or_path: str | Path) -> Task:
     unknown field, a template that does not compile, or a data file that does not exist.
     """
     import jinja2
-    import yaml
 
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -431,14 +430,7 @@ def load_task(name_or_path: str | Path) -> Task:
         if not path.is_file():
             raise ConfigError(f"no task {str(name_or_path)!r}; shipped tasks: {', '.join(list_tasks())} "
                               f"(or pass a path to a task .yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read task {str(path)!r}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a task is a YAML mapping with output_type, data and doc_to_text")
+    raw, _ = yaml_mapping(path, "task", "output_type, data and doc_to_text")
     try:
         task = Task(**raw)
     except ValidationError as e:

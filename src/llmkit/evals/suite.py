@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ..core.errors import ConfigError
 from .assertions import Assertion
-from .types import jsonl_rows
+from .types import jsonl_rows, yaml_mapping
 
 
 class _Strict(BaseModel):
@@ -132,21 +132,8 @@ class Suite(_Strict):
 
 def load(path: str | Path) -> Suite:
     """Read and validate a suite file (and the case files it names)."""
-    import yaml
-
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read suite {str(path)!r}: {e.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a suite is a YAML mapping with prompts, models and tests")
+    raw, text = yaml_mapping(path, "suite", "prompts, models and tests")
     try:
         suite = Suite(**raw)
     except ValidationError as e:

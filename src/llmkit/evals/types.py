@@ -9,6 +9,25 @@ from typing import Any
 from ..core.errors import ConfigError
 
 
+def yaml_mapping(path: Path, what: str, expects: str) -> tuple[dict, str]:
+    """A YAML file that must hold a mapping, and its text; errors name the file (and the line)."""
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a {what} is a YAML mapping with {expects}")
+    return raw, text
+
+
 def jsonl_rows(path: Path) -> list[tuple[int, Any]]:
     """``(line number, value)`` for each non-blank line of a JSONL file; bad JSON names file and line."""
     rows = []
