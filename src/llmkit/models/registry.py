@@ -7,6 +7,7 @@
     "anthropic:NAME"        Anthropic Messages API
     "gemini:NAME"           Google Gemini generateContent
     "cohere:NAME"           Cohere Chat v2
+    "scripted"              replies written in advance, for tests (models/scripted.py)
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def model(spec: str = "", **options: Any) -> Model:
             provider, name = "llamacpp", spec
         elif spec.strip() in ("", "local"):
             provider, name = "local", ""
+        elif spec.strip() == "scripted":
+            provider, name = "scripted", ""
         else:
             raise ConfigError(f"model spec {spec!r} has no provider: use 'provider:name', providers: {', '.join(providers())}")
     provider = provider.lower()
@@ -51,6 +54,10 @@ def model(spec: str = "", **options: Any) -> Model:
         from .local import LocalModel
 
         return LocalModel(name or None, **options)
+    if provider == "scripted":
+        from .scripted import ScriptedModel
+
+        return ScriptedModel(name=name or "scripted", **options)
     if provider == "hf":
         from .hf import HFModel
 
