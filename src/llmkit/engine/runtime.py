@@ -68,7 +68,6 @@ class Runtime:
         self.n_batch = n_batch
         self.mem = C.llama_get_memory(self.ctx)
         self.batch = C.llama_batch_init(n_batch, 0, 1)
-        self._piece = ctypes.create_string_buffer(256)
 
     # --- vocabulary ----------------------------------------------------------------------------
     def tokenize(self, text: str, special: bool = True) -> list[int]:
@@ -85,12 +84,12 @@ class Runtime:
 
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes of one token (may be part of a UTF-8 character)."""
-        n = self.C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
+        buf = ctypes.create_string_buffer(64)  # per call: the engine thread and callers' threads both decode pieces
+        n = self.C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
             n = self.C.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
-            return buf.raw[:n]
-        return self._piece.raw[:n]
+        return buf.raw[:n]
 
     def is_eog(self, token: int) -> bool:
         """End of generation: EOS, EOT, ``<|im_end|>`` and the like."""
