@@ -6,13 +6,15 @@
 """
 from .core import (AuthenticationError, Chunk, Completion, ConfigError, ConstraintError, StructuredOutputError, ContextLengthError, LLMKitError, OverloadedError, Message,
                    ModelInfo, ProviderError, RateLimitError, Sampling, TokenLogprob, Tool, ToolCall,
-                   UnsupportedParameterError, Usage, assistant, system, tool, user)
+                   UnsupportedParameterError, Usage, assistant, system, user)
+from .agents import Agent
+from .agents.tools import tool  # @lk.tool makes a tool; lk.tool(content, tool_call_id) is still a tool message
 from .models import Model, model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "model", "Model", "Message", "ToolCall", "Tool", "Sampling", "Completion", "Chunk", "Usage", "TokenLogprob",
+    "model", "Model", "Agent", "tool", "Message", "ToolCall", "Tool", "Sampling", "Completion", "Chunk", "Usage", "TokenLogprob",
     "ModelInfo", "system", "user", "assistant", "tool",
     "LLMKitError", "ConfigError", "ProviderError", "AuthenticationError", "RateLimitError",
     "ContextLengthError", "OverloadedError", "UnsupportedParameterError", "ConstraintError", "StructuredOutputError",
