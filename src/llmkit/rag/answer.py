@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..core import tracing
 from ..core.errors import ConfigError
@@ -150,7 +151,9 @@ def mmr_hits(embedder: Any, query: str, hits: Sequence[Hit], k: int, lambda_: fl
 
 def answer(model: Any, kb: Any, question: str, *, k: int = 5, mode: str = "hybrid",
            filter: dict[str, Any] | None = None, min_score: float | None = None,
-           template: str = ANSWER_TEMPLATE, reorder: bool = True, **sampling: Any) -> Answer:
+           template: str = ANSWER_TEMPLATE, reorder: bool = True,
+           retrieve: Callable[[str, int], Sequence[Hit]] | None = None, rerank: Any = None,
+           candidates: int | None = None, **sampling: Any) -> Answer:
     """Retrieve, then answer from the passages only, with ``[n]`` citations.
 
     Args:
@@ -159,9 +162,15 @@ def answer(model: Any, kb: Any, question: str, *, k: int = 5, mode: str = "hybri
         question: the user's question.
         k, mode, filter: passed to ``kb.search``.
         min_score: drop hits scoring below it (mind the scale: hybrid RRF scores are ~0.01-0.03,
-            dense are cosines, bm25 unbounded).
+            dense are cosines, bm25 unbounded; with ``rerank`` the reranker's scores).
         template: the prompt, with ``{context}``, ``{question}`` and ``{not_found}``.
         reorder: put the best passages at both ends of the prompt (:func:`reorder_lost_in_the_middle`).
+        retrieve: a retrieval strategy ``(question, k) -> hits`` used instead of ``kb.search``,
+            e.g. ``lambda q, k: rag_fusion(m, kb, q, k=k)`` (see :mod:`llmkit.rag.retrievers`);
+            it takes its own mode and filter.
+        rerank: a reranker (:mod:`llmkit.rag.rerank`): ``candidates`` hits are retrieved, the
+            reranker keeps the best ``k``.
+        candidates: with ``rerank``, hits retrieved before reranking (default ``max(20, 4 * k)``).
         **sampling: sampling fields for ``model.chat`` (``temperature`` defaults to 0).
 
     Returns:
@@ -170,11 +179,23 @@ def answer(model: Any, kb: Any, question: str, *, k: int = 5, mode: str = "hybri
     Example:
         >>> a = answer(lk.model(), kb, "What is the capital of France?", k=3, max_tokens=200)
         >>> print(a.text); [c.source for c in a.citations]
+        >>> a = answer(m, kb, q, retrieve=lambda q, k: hyde(m, kb, q, k=k), rerank=LLMReranker(m))
     """
+    if retrieve is not None and filter is not None:
+        raise ConfigError("filter= applies to kb.search; with retrieve= pass the filter to your strategy instead")
+    if candidates is not None and rerank is None:
+        raise ConfigError("candidates= is the number of hits retrieved for rerank=; pass a reranker too, or drop it")
+    fetch = (candidates or max(20, 4 * k)) if rerank is not None else k
     content = tracing.record_content()
     with tracing.span("rag.retrieve", {"llmkit.rag.question": question if content else None,
-                                       "llmkit.rag.k": k, "llmkit.rag.mode": mode}) as s:
-        hits = kb.search(question, k=k, mode=mode, filter=filter)
+                                       "llmkit.rag.k": k, "llmkit.rag.mode": None if retrieve else mode,
+                                       "llmkit.rag.candidates": fetch if rerank is not None else None}) as s:
+        if retrieve is not None:
+            hits = list(retrieve(question, fetch))[:fetch]  # a strategy that returns more gets cut
+        else:
+            hits = kb.search(question, k=fetch, mode=mode, filter=filter)
+        if rerank is not None:
+            hits = rerank.rerank(question, hits, k=k)
         if min_score is not None:
             hits = [h for h in hits if h.score >= min_score]
         if reorder:
@@ -185,7 +206,7 @@ def answer(model: Any, kb: Any, question: str, *, k: int = 5, mode: str = "hybri
 
     sampling.setdefault("temperature", 0)
     with tracing.span("rag.answer", {"llmkit.rag.question": question if content else None,
-                                     "llmkit.rag.k": k, "llmkit.rag.mode": mode,
+                                     "llmkit.rag.k": k, "llmkit.rag.mode": None if retrieve else mode,
                                      "llmkit.rag.hit_ids": [h.chunk_id for h in hits]}) as s:
         reply = model.chat(build_prompt(question, hits, template), **sampling).text
         found = not says_not_found(reply)
