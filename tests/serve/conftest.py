@@ -22,9 +22,9 @@ from llmkit.serve.app import server
 class Live:
     """A running server: ``url``, SDK clients, and the parsed ``/metrics``."""
 
-    def __init__(self, served: lk.Model, key: str | None = None, **config: Any):
+    def __init__(self, served: lk.Model, key: str | None = None, embedder: Any = None, **config: Any):
         self.config = ServeConfig(api_key=key, **config)
-        self.app = create_app(served, self.config)
+        self.app = create_app(served, self.config, embedder=embedder)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))  # our own socket: no race for a "free" port

@@ -89,3 +89,122 @@ class Embedder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         ids = self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return sum(min(len(i), self.max_tokens) for i in ids)
+
+
+class OpenAIEmbedder:
+    """Embeddings from any OpenAI-compatible ``/v1/embeddings`` endpoint: OpenAI itself, vLLM,
+    Ollama, TEI, or another ``llmkit serve``.
+
+    Args:
+        model: the embedding model's name on that server.
+        base_url: the API root, ending in ``/v1`` (default ``$OPENAI_BASE_URL`` or OpenAI's).
+        api_key: the key (default ``$OPENAI_API_KEY``; local servers usually need none).
+        dimensions: ask for shorter vectors (models that support it, e.g. text-embedding-3-*).
+        batch_size: texts per request.
+        timeout: seconds per request.
+
+    Example:
+        >>> e = OpenAIEmbedder("all-MiniLM-L6-v2", base_url="http://127.0.0.1:8000/v1")
+        >>> kb = KnowledgeBase("notes", embedder=e)
+    """
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 dimensions: int | None = None, batch_size: int = 256, timeout: float = 60.0):
+        import httpx
+
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be at least 1")
+        self.name, self.requested, self.batch_size = model, dimensions, batch_size
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                    headers={"Authorization": f"Bearer {key}"} if key else {})
+        self._dimensions: int | None = dimensions
+
+    @property
+    def dimensions(self) -> int:
+        if self._dimensions is None:
+            self._dimensions = len(self.embed(["dimensions probe"])[0])
+        return self._dimensions
+
+    def embed(self, texts: str | list[str]) -> list[list[float]]:
+        import httpx
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out: list[list[float]] = []
+        for a in range(0, len(texts), self.batch_size):
+            body: dict = {"model": self.name, "input": texts[a:a + self.batch_size], "encoding_format": "float"}
+            if self.requested:
+                body["dimensions"] = self.requested
+            try:
+                r = self._client.post("/embeddings", json=body)
+            except httpx.HTTPError as e:
+                raise ConfigError(f"cannot reach the embeddings endpoint {self.base_url}/embeddings: {e}") from None
+            if r.status_code != 200:
+                raise ConfigError(f"{self.base_url}/embeddings answered {r.status_code}: {r.text[:300]}")
+            data = sorted(r.json()["data"], key=lambda d: d["index"])  # the spec allows any order
+            out += [d["embedding"] for d in data]
+        return out
+
+
+class CachedEmbedder:
+    """Any embedder, with its vectors cached in SQLite by (embedder name, sha256 of the text).
+
+    Re-ingesting a changed file re-embeds only the chunks whose text changed; the same passage
+    in two knowledge bases is embedded once. The default cache is ``$LLMKIT_HOME/embeddings.db``.
+
+    Example:
+        >>> e = CachedEmbedder(Embedder())
+        >>> e.embed(["same text"]); e.embed(["same text"]); e.hits
+        1
+    """
+
+    def __init__(self, embedder, path: str | Path | None = None):
+        import sqlite3
+
+        from ..core.settings import home
+
+        self.inner = embedder
+        self.name = getattr(embedder, "name", type(embedder).__name__)
+        self.path = Path(path) if path else home() / "embeddings.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.inner.dimensions)
+
+    def __getattr__(self, attr):  # count_tokens, max_tokens … of the wrapped embedder
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    def embed(self, texts: str | list[str]) -> list[list[float]]:
+        import hashlib
+
+        import numpy as np
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        found: dict[str, list[float]] = {}
+        with self._lock:
+            for a in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                part = keys[a:a + 500]
+                rows = self._db.execute(f"SELECT hash, vector FROM vectors WHERE model = ? AND hash IN "
+                                        f"({','.join('?' * len(part))})", [self.name, *part])
+                found.update({h: np.frombuffer(v, dtype=np.float32).tolist() for h, v in rows})
+        todo = list(dict.fromkeys(k for k in keys if k not in found))
+        self.hits += len(keys) - sum(k not in found for k in keys)
+        self.misses += len(todo)
+        if todo:
+            first = {k: t for k, t in zip(keys, texts)}
+            vectors = self.inner.embed([first[k] for k in todo])
+            with self._lock, self._db:
+                self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                                     [(self.name, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in zip(todo, vectors)])
+            found.update(zip(todo, [list(map(float, np.asarray(v, dtype=np.float32))) for v in vectors]))
+        return [found[k] for k in keys]

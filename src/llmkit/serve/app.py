@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from ..core import tracing
 from ..core.errors import ConfigError
 from ..models.base import Model
-from . import anthropic_api, openai_api
+from . import anthropic_api, kb_api, openai_api
 from .config import ServeConfig
 from .errors import APIError, error_response, install, too_large
 from .metrics import Metrics
@@ -85,7 +85,7 @@ class Served:
 
 def create_app(model: Model, config: ServeConfig | None = None, *, embedder: Any = None) -> FastAPI:
     """An ASGI app serving ``model``: OpenAI routes under ``/v1``, Anthropic's ``/v1/messages``,
-    ``/health`` and ``/metrics``.
+    knowledge bases under ``/v1/kb``, ``/health`` and ``/metrics``.
 
     Args:
         model: any llmkit model (``lk.model(spec)``).
@@ -98,7 +98,7 @@ def create_app(model: Model, config: ServeConfig | None = None, *, embedder: Any
     app = FastAPI(title="llmkit", summary=f"{model.provider}:{model.name} over the OpenAI and Anthropic APIs")
     app.state.served = served
     install(app, config)
-    routers = (router, openai_api.router, anthropic_api.router)
+    routers = (router, openai_api.router, anthropic_api.router, kb_api.router)
     for r in routers:
         app.include_router(r)
 

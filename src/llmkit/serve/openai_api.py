@@ -210,7 +210,8 @@ async def embeddings(body: EmbeddingRequest, request: Request):
         raise APIError(400, f"dimensions={body.dimensions}: {embedder.name} has {embedder.dimensions}",
                        param="dimensions")
     vectors = await served.runner.side(embedder.embed, texts)
-    tokens = await served.runner.side(embedder.count_tokens, texts)
+    count = getattr(embedder, "count_tokens", None)  # an embedder without a tokenizer reports words
+    tokens = await served.runner.side(count, texts) if count else sum(len(t.split()) for t in texts)
     served.metrics.input_tokens.inc(tokens)
     data = [{"object": "embedding", "index": i,
              "embedding": _b64(v) if body.encoding_format == "base64" else v} for i, v in enumerate(vectors)]
