@@ -219,7 +219,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
         import typing
 
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)  # keep Annotated[int, Field(ge=1)] constraints
     except Exception as e:  # a forward reference that cannot be resolved
         raise ConfigError(f"tool {getattr(fn, '__name__', fn)}: cannot read its type hints ({e})") from None
 

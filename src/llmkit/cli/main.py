@@ -14,6 +14,7 @@ from ..core.sampling import Sampling
 from ..serve.config import ServeConfig
 from .agent_cmd import agent_app
 from .eval_cmd import eval_app
+from .mcp_cmd import mcp_app
 from .options import with_config, with_sampling
 from .rag_cmd import rag_app, sql_app
 
@@ -24,6 +25,7 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(eval_app, name="eval")
 app.add_typer(rag_app, name="rag")
 app.add_typer(sql_app, name="sql")
+app.add_typer(mcp_app, name="mcp")
 app.add_typer(agent_app, name="agent")
 
 MODEL = typer.Option("", "--model", "-m", help="model spec, e.g. 'hf:smollm2', 'openai:gpt-4o-mini' (default: embedded)")
