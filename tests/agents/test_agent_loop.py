@@ -82,11 +82,26 @@ def test_max_steps_stops_a_model_that_never_answers():
     assert r.stopped == "max_steps" and len(m.calls) == 3 and len(r.tool_steps) == 3 and r.output == ""
 
 
+def test_answer_on_limit_asks_once_more_without_tools():
+    m = ScriptedModel([call("add", a=1, b=1), "It is 2."])
+    r = lk.Agent(m, tools=[add], max_steps=1, answer_on_limit=True).run("1+1")
+    assert r.stopped == "max_steps" and r.output == "It is 2."
+    assert m.calls[1][2] is None and m.prompts[1].startswith("Stop using tools")
+
+
+def test_tool_choice_applies_to_the_first_step_only():
+    m = ScriptedModel([call("add", a=1, b=1), "2"])
+    lk.Agent(m, tools=[add], tool_choice="add").run("1+1")
+    assert m.tool_choices == ["add", None]
+    with pytest.raises(ConfigError, match="tool_choice='mul' is not"):
+        lk.Agent(m, tools=[add], tool_choice="mul")
+
+
 def test_token_and_time_budgets():
     m = ScriptedModel(lk.Completion(text="", tool_calls=[lk.ToolCall(id="c", name="add", arguments={"a": 1, "b": 1})],
                                     usage=lk.Usage(input_tokens=60, output_tokens=10)), repeat=True)
-    r = lk.Agent(m, tools=[add], max_steps=50, max_tokens=200).run("spend")
-    assert r.stopped == "max_tokens" and len(m.calls) == 3 and r.usage == (180, 30)
+    r = lk.Agent(m, tools=[add], max_steps=50, max_total_tokens=200).run("spend")
+    assert r.stopped == "max_total_tokens" and len(m.calls) == 3 and r.usage == (180, 30)
 
     @lk.tool
     def slow() -> str:
@@ -216,7 +231,9 @@ def test_embedded_model_forced_calculator_call_is_valid_and_used(embedded):
                tool_choice="required", temperature=0, max_tokens=64)
     assert len(c.tool_calls) >= 1 and c.tool_calls[0].name == "calculator"
     builtin.calculator.validate(c.tool_calls[0].arguments)  # valid against the schema, always
-    r = lk.Agent(m, tools=[builtin.calculator], max_steps=3, temperature=0, max_tokens=64).run(
-        "What is 17 * 23? Use the calculator tool, then answer with the number.")
-    assert r.tool_steps and r.tool_steps[0].error is None
-    assert r.tool_steps[0].result in r.steps[-1].text or r.stopped == "max_steps"
+    # one forced step, then (answer_on_limit) one call without tools that must answer from the result
+    r = lk.Agent(m, tools=[builtin.calculator], max_steps=1, tool_choice="calculator", answer_on_limit=True,
+                 temperature=0, max_tokens=64).run("What is 17 * 23?")
+    first = r.tool_steps[0]
+    assert first.error is None and first.result == "391", first  # the forced call was valid and right
+    assert "391" in r.text  # the answer uses the tool's result

@@ -20,8 +20,8 @@ How each step asks for tools:
 A tool that raises, an unknown tool name and arguments that fail validation all come back to the
 model as an observation starting with ``Error:`` — the loop goes on, so the model can correct
 itself. Tools marked ``dangerous`` run only when ``approve(call, tool)`` returns True (no hook: they
-never run). Budgets: ``max_steps`` model calls, ``max_seconds`` of wall time, ``max_tokens`` input +
-output tokens over all calls. Every model call and every tool run is a span under ``agent.run``.
+never run). Budgets: ``max_steps`` model calls, ``max_seconds`` of wall time, ``max_total_tokens``
+input + output tokens over all calls. Every model call and every tool run is a span under ``agent.run``.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from .tools import FunctionTool, ToolArgumentError, as_tools, serialize
 
 MODES = ("auto", "tools", "react")
 FINAL_JSON_PROMPT = "Give the final answer to the task above as JSON, using what the tools returned."
+ANSWER_NOW_PROMPT = "Stop using tools. Answer the task now, using the tool results above."
 MAX_OBSERVATION = 4000  # characters of a tool result shown to the model; longer ones are cut, marked
 
 
@@ -82,7 +83,7 @@ class AgentResult:
     Attributes:
         output: the final answer — text, or the parsed ``output_schema`` object.
         text: the final answer's text.
-        stopped: ``"done"``, ``"max_steps"``, ``"max_seconds"`` or ``"max_tokens"``.
+        stopped: ``"done"``, ``"max_steps"``, ``"max_seconds"`` or ``"max_total_tokens"``.
         steps: every model reply and tool run, in order.
         messages: the whole conversation, ready to continue.
     """
@@ -117,29 +118,41 @@ class Agent:
         system: the system prompt.
         max_steps: most model calls in one run.
         max_seconds: wall-clock budget for one run (checked between steps).
-        max_tokens: budget of input + output tokens over all model calls of one run.
+        max_total_tokens: budget of input + output tokens over all model calls of one run
+            (``max_tokens``, a sampling field, limits each reply).
         approve: ``approve(call, tool) -> bool``, asked before every tool marked dangerous.
         output_schema: a pydantic model or JSON Schema: the final answer is then asked for as JSON
             (constrained locally) and returned parsed in ``result.output``.
         mode: ``"auto"``, ``"tools"`` or ``"react"`` (see the module docstring).
         parallel_tool_calls: let the model ask for several tools in one reply (run concurrently).
+        answer_on_limit: when ``max_steps`` runs out, make one more call without tools asking for
+            the answer from what the tools returned (``ANSWER_NOW_PROMPT``); ``stopped`` still
+            says ``"max_steps"``.
+        tool_choice: for the first step only: ``"required"`` or a tool's name forces a call (on local
+            models through the grammar), so even a small model starts with the tool; later steps
+            are ``"auto"``.
         react_template: the ReAct prompt (``react.REACT_TEMPLATE``), for ``mode="react"``.
         **sampling: sampling fields for every model call (``temperature=0``, ``max_tokens=256`` …).
     """
 
     def __init__(self, model: Any, tools: Iterable[Any] = (), *, system: str | None = None, max_steps: int = 10,
-                 max_seconds: float | None = None, max_tokens: int | None = None,
+                 max_seconds: float | None = None, max_total_tokens: int | None = None,
                  approve: Callable[[ToolCall, FunctionTool], bool] | None = None, output_schema: Any = None,
-                 mode: str = "auto", parallel_tool_calls: bool = True, react_template: str = react.REACT_TEMPLATE,
-                 **sampling: Any):
+                 mode: str = "auto", parallel_tool_calls: bool = True, tool_choice: str | None = None,
+                 answer_on_limit: bool = False, react_template: str = react.REACT_TEMPLATE, **sampling: Any):
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not one of: {', '.join(MODES)}")
         if max_steps < 1:
             raise ConfigError(f"max_steps={max_steps} must be at least 1")
         self.model, self.tools = model, as_tools(tools)
-        self.system, self.max_steps, self.max_seconds, self.max_tokens = system, max_steps, max_seconds, max_tokens
+        self.system, self.max_steps, self.max_seconds = system, max_steps, max_seconds
+        self.max_total_tokens = max_total_tokens
         self.approve, self.output_schema, self.parallel_tool_calls = approve, output_schema, parallel_tool_calls
-        self.react_template, self.sampling = react_template, sampling
+        self.react_template, self.sampling, self.tool_choice = react_template, sampling, tool_choice
+        self.answer_on_limit = answer_on_limit
+        if tool_choice not in (None, "auto", "none", "required", *self.tools):
+            raise ConfigError(f"tool_choice={tool_choice!r} is not 'auto', 'none', 'required' or a tool name "
+                              f"({', '.join(self.tools) or 'no tools given'})")
         self.mode = mode if mode != "auto" else ("tools" if "tools" in getattr(model, "capabilities", ()) else "react")
 
     # --- public ---------------------------------------------------------------------------------
@@ -178,7 +191,8 @@ class Agent:
             if (why := budget.exceeded(steps)) is not None:
                 return self._finish(messages, steps, why, "")
             t0 = time.perf_counter()
-            c = self.model.chat(messages, tools=specs, **extra, **self.sampling)
+            choice = {"tool_choice": self.tool_choice} if i == 1 and self.tool_choice and specs else {}
+            c = self.model.chat(messages, tools=specs, **extra, **choice, **self.sampling)
             step = Step("model", i, c.text, tool_calls=list(c.tool_calls), seconds=time.perf_counter() - t0,
                         input_tokens=c.usage.input_tokens, output_tokens=c.usage.output_tokens)
             steps.append(step)
@@ -190,7 +204,17 @@ class Agent:
                 steps.append(tool_step)
                 yield tool_step
                 messages.append(tool_message(_observation(tool_step), call.id, call.name))
-        return self._finish(messages, steps, "max_steps", "")
+        text = ""
+        if self.answer_on_limit:
+            t0 = time.perf_counter()
+            messages.append(user(ANSWER_NOW_PROMPT))
+            c = self.model.chat(messages, **self.sampling)  # no tools offered: the reply is text
+            text = c.text
+            steps.append(Step("model", self.max_steps + 1, text, seconds=time.perf_counter() - t0,
+                              input_tokens=c.usage.input_tokens, output_tokens=c.usage.output_tokens))
+            yield steps[-1]
+            messages.append(assistant(text))
+        return self._finish(messages, steps, "max_steps", text)
 
     def _react_loop(self, task: str, history: list[Message]):
         prompt = react.react_prompt(task, self.tools, self.react_template)
@@ -275,8 +299,8 @@ class _Budget:
         a = self.agent
         if a.max_seconds is not None and time.perf_counter() - self.start > a.max_seconds:
             return "max_seconds"
-        if a.max_tokens is not None and sum(s.input_tokens + s.output_tokens for s in steps) >= a.max_tokens:
-            return "max_tokens"
+        if a.max_total_tokens is not None and sum(s.input_tokens + s.output_tokens for s in steps) >= a.max_total_tokens:
+            return "max_total_tokens"
         return None
 
 

@@ -56,6 +56,7 @@ class ScriptedModel(Model):
         self.replies = list(replies)
         self.repeat = repeat
         self.calls: list[tuple[list[Message], Sampling, list[Tool] | None]] = []
+        self.tool_choices: list[str | None] = []  # the tool_choice of each call
         self._next = 0
 
     @property
@@ -63,8 +64,10 @@ class ScriptedModel(Model):
         """The last message's content of every call so far."""
         return [msgs[-1].content if msgs else "" for msgs, _, _ in self.calls]
 
-    def _reply(self, messages: list[Message], s: Sampling, tools: list[Tool] | None) -> Completion:
+    def _reply(self, messages: list[Message], s: Sampling, tools: list[Tool] | None,
+               tool_choice: str | None = None) -> Completion:
         self.calls.append((list(messages), s, tools))
+        self.tool_choices.append(tool_choice)
         if not self.replies or (self._next >= len(self.replies) and not self.repeat):
             raise ScriptExhausted(f"the scripted model has {len(self.replies)} replies and got call "
                                   f"{len(self.calls)}: {(messages[-1].content if messages else '')[:80]!r}")
@@ -76,11 +79,11 @@ class ScriptedModel(Model):
 
     def _chat(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
               constraint: Any = None, parallel_tool_calls: bool = True) -> Completion:
-        return self._reply(messages, s, tools)
+        return self._reply(messages, s, tools, tool_choice)
 
     def _stream(self, messages: list[Message], s: Sampling, tools: list[Tool] | None, tool_choice: str | None,
                 constraint: Any = None, parallel_tool_calls: bool = True) -> Iterator[Chunk]:
-        c = self._reply(messages, s, tools)
+        c = self._reply(messages, s, tools, tool_choice)
         words = c.text.split(" ")
         for i, w in enumerate(words):  # word by word, as a real stream arrives in pieces
             yield Chunk(text=w if i == len(words) - 1 else w + " ")
