@@ -23,7 +23,7 @@ from typing import Iterator
 
 from ..core.errors import ConfigError
 from ..core.types import Chunk, Message, Tool, ToolCall
-from .constraints import Constraint, Invalid, _bounded, _validated
+from .constraints import JSON_OPTIONS, Constraint, Invalid, _bounded, _validated
 
 #: The system prompt that describes the tools (``{tools}``: one JSON line per tool).
 TOOLS_PROMPT = """You can call functions. Their signatures, as JSON Schema, are:
@@ -56,8 +56,10 @@ class ToolCalls(Constraint):
         if tool_choice not in ("auto", "required") and tool_choice not in names:
             raise ConfigError(f"tool_choice={tool_choice!r} is not 'auto', 'required' or one of {names}")
         self.tools, self.tool_choice = tools, tool_choice
+        parallel = parallel and tool_choice in ("auto", "required")  # a named tool: one call, as OpenAI answers it
         chosen = [t for t in tools if tool_choice in ("auto", "required") or t.name == tool_choice]
-        schema = {"anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+        schema = {"x-guidance": JSON_OPTIONS,  # no free whitespace: a small model pads with newlines until max_tokens
+                  "anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                              "properties": {"name": {"const": t.name},
                                             "arguments": _bounded(t.parameters or {"type": "object"})}}
                             for t in chosen]}
