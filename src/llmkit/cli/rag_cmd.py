@@ -1,6 +1,7 @@
 """``llmkit rag`` (knowledge bases) and ``llmkit sql`` (questions to a database).
 
-Knowledge bases live at ``$LLMKIT_HOME/kb/<name>.db`` (or pass a path ending in ``.db``).
+Knowledge bases live at ``$LLMKIT_HOME/kb/<name>.db`` (or pass a path ending in ``.db``), or with
+``--store`` in PostgreSQL or Milvus (``ingest``, ``search`` and ``ask``; ``ls`` and ``rm`` are local).
 """
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ sql_app = typer.Typer(help="Ask a database in plain words (read-only, one SELECT
                       no_args_is_help=True)
 
 KB = typer.Option(..., "--kb", help="knowledge base name (under $LLMKIT_HOME/kb) or a .db path")
+STORE = typer.Option(None, "--store", help="where the knowledge base lives instead of $LLMKIT_HOME/kb: "
+                     "postgresql://user@host/db, milvus:///path.db, http://host:19530 or a .db path")
 
 
 @rag_app.command("ingest")
 def ingest(path: str = typer.Argument(..., help="a file, a folder or a glob"), kb: str = KB,
            glob: str = typer.Option("**/*", "--glob", help="files to take under a folder"),
-           exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="glob to skip (repeatable)")):
+           exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="glob to skip (repeatable)"),
+           store: Optional[str] = STORE):
     """Add new files, re-embed changed ones, drop removed ones (never a duplicate)."""
     from ..rag import KnowledgeBase
 
-    with KnowledgeBase(kb) as base:
+    with KnowledgeBase(kb, store=store) as base:
         report = base.ingest(path, glob=glob, exclude=exclude)
         print(report)
 
@@ -34,11 +38,12 @@ def ingest(path: str = typer.Argument(..., help="a file, a folder or a glob"), k
 def search(query: str = typer.Argument(...), kb: str = KB,
            mode: str = typer.Option("hybrid", "--mode", help="dense, bm25 or hybrid"),
            k: int = typer.Option(5, "-k", min=1, help="how many hits"),
-           as_json: bool = typer.Option(False, "--json", help="a JSON list of {text, source, score, metadata, chunk_id}")):
+           as_json: bool = typer.Option(False, "--json", help="a JSON list of {text, source, score, metadata, chunk_id}"),
+           store: Optional[str] = STORE):
     """The chunks that best match a query."""
     from ..rag import KnowledgeBase
 
-    with KnowledgeBase(_existing(kb)) as base:
+    with KnowledgeBase(kb if store else _existing(kb), store=store) as base:
         hits = base.search(query, k=k, mode=mode)
     if as_json:
         print(json.dumps([{"text": h.text, "source": h.source, "score": h.score, "metadata": h.metadata,
@@ -51,14 +56,15 @@ def search(query: str = typer.Argument(...), kb: str = KB,
 @rag_app.command("ask")
 def ask(question: str = typer.Argument(...), kb: str = KB,
         model: str = typer.Option("", "--model", "-m", help="model spec (default: embedded)"),
-        k: int = typer.Option(5, "-k", min=1, help="passages given to the model")):
+        k: int = typer.Option(5, "-k", min=1, help="passages given to the model"),
+        store: Optional[str] = STORE):
     """Answer from the knowledge base, citing passages as [n]."""
     import llmkit as lk
 
     from ..rag import KnowledgeBase
     from ..rag.answer import answer
 
-    with KnowledgeBase(_existing(kb)) as base:
+    with KnowledgeBase(kb if store else _existing(kb), store=store) as base:
         result = answer(lk.model(model), base, question, k=k)
     print(result.text)
     for c in result.citations:

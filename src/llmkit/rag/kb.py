@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError
 from .loaders import LOADERS, Document, _options, iter_files
+from .stores import make_store
 from .stores.base import Hit
 from .stores.sqlite import SQLiteStore
 
@@ -125,10 +126,13 @@ class KnowledgeBase:
     Args:
         name_or_path: a name (``$LLMKIT_HOME/kb/<name>.db``) or a path ending in ``.db``.
         embedder: anything with ``.embed(list[str]) -> list[list[float]]`` and ``.dimensions``;
-            None = the embedded all-MiniLM-L6-v2, loaded on first use.
+            None = the embedded all-MiniLM-L6-v2, loaded on first use, its vectors cached by
+            content hash (``CachedEmbedder``).
         splitter: anything with ``.split_documents(docs)``; None = the recursive splitter, 256
             tokens with 32 overlap, counted by the embedder's tokenizer (approximated if it has none).
-        store: a store object (``SQLiteStore``…); None = a ``SQLiteStore`` at the path above.
+        store: a store object (``SQLiteStore``…), or a spec string for ``stores.make_store``
+            (``"postgresql://…"``, ``"milvus:///kb.db"``, ``"http://host:19530"``…) whose tables or
+            collections are named after ``name_or_path``; None = a ``SQLiteStore`` at the path above.
 
     Example:
         >>> kb = KnowledgeBase("notes.db")
@@ -137,6 +141,8 @@ class KnowledgeBase:
     """
 
     def __init__(self, name_or_path: str | Path, *, embedder: Any = None, splitter: Any = None, store: Any = None):
+        if isinstance(store, str):
+            store = make_store(store, str(name_or_path))
         self.store = store if store is not None else SQLiteStore(kb_path(name_or_path))
         self.name = str(name_or_path)
         self._embedder = embedder
@@ -145,9 +151,9 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from .embedders import Embedder
+            from .embedders import CachedEmbedder, Embedder
 
-            self._embedder = Embedder()
+            self._embedder = CachedEmbedder(Embedder())  # unchanged chunks of a changed file are not re-embedded
         return self._embedder
 
     @property
