@@ -19,3 +19,12 @@ __all__ = [
     "LLMKitError", "ConfigError", "ProviderError", "AuthenticationError", "RateLimitError",
     "ContextLengthError", "OverloadedError", "UnsupportedParameterError", "ConstraintError", "StructuredOutputError",
 ]
+
+
+def __getattr__(name: str):
+    """``lk.rag``, ``lk.evals``, ``lk.structured`` … load on first use, keeping ``import llmkit`` light."""
+    import importlib
+
+    if name in ("rag", "evals", "structured", "serve", "engine"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'llmkit' has no attribute {name!r}")

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -329,16 +329,37 @@ class KnowledgeBase:
 def fuse(dense: list[Hit], bm25: list[Hit], k: int, weights: tuple[float, float] | None = None) -> list[Hit]:
     """Merge two ranked lists: reciprocal rank fusion, or with ``weights`` a weighted sum of
     min-max normalised scores. A chunk missing from one list gets nothing from it."""
+    if weights is None:
+        return rrf([dense, bm25], k)
     scores: dict[str, float] = {}
     hits: dict[str, Hit] = {}
-    for hits_list, w in zip((dense, bm25), weights or (1.0, 1.0)):
-        if weights is None:
-            parts = [1.0 / (RRF_K + rank) for rank in range(1, len(hits_list) + 1)]
-        else:
-            lo, hi = min((h.score for h in hits_list), default=0.0), max((h.score for h in hits_list), default=0.0)
-            parts = [w * ((h.score - lo) / (hi - lo) if hi > lo else 1.0) for h in hits_list]
-        for h, s in zip(hits_list, parts):
-            scores[h.chunk_id] = scores.get(h.chunk_id, 0.0) + s
+    for hits_list, w in zip((dense, bm25), weights):
+        lo, hi = min((h.score for h in hits_list), default=0.0), max((h.score for h in hits_list), default=0.0)
+        for h in hits_list:
+            scores[h.chunk_id] = scores.get(h.chunk_id, 0.0) + w * ((h.score - lo) / (hi - lo) if hi > lo else 1.0)
             hits.setdefault(h.chunk_id, h)
     order = sorted(scores, key=lambda c: -scores[c])[:k]  # sorted is stable: ties keep dense-first order
-    return [Hit(hits[c].text, hits[c].source, scores[c], hits[c].metadata, c) for c in order]
+    return [replace(hits[c], score=scores[c]) for c in order]
+
+
+def rrf(lists: Sequence[Sequence[Hit]], k: int | None = None, weights: Sequence[float] | None = None) -> list[Hit]:
+    """Reciprocal rank fusion of any number of ranked lists: ``score = sum w / (60 + rank)``.
+
+    ``fuse(dense, bm25, k)`` is the two-list case. A chunk missing from a list gets nothing
+    from it; ties keep the order of first appearance (earlier lists first).
+
+        >>> rrf([kb.search(q1, k=10), kb.search(q2, k=10)], k=5)
+    """
+    if k is not None and k < 1:
+        raise ConfigError(f"k={k} must be at least 1")
+    weights = [1.0] * len(lists) if weights is None else list(weights)
+    if len(weights) != len(lists):
+        raise ConfigError(f"{len(weights)} weights for {len(lists)} ranked lists; give one per list")
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for hits, w in zip(lists, weights):
+        for rank, h in enumerate(hits, 1):
+            scores[h.chunk_id] = scores.get(h.chunk_id, 0.0) + w / (RRF_K + rank)
+            first.setdefault(h.chunk_id, h)
+    order = sorted(scores, key=lambda c: -scores[c])[:k]  # stable sort: ties in first-appearance order
+    return [replace(first[c], score=scores[c]) for c in order]

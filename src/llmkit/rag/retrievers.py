@@ -23,7 +23,7 @@ from typing import Any
 
 from ..core import tracing
 from ..core.errors import ConfigError
-from .kb import RRF_K
+from .kb import rrf
 from .splitters import sentences
 from .stores import Hit
 
@@ -84,28 +84,6 @@ def search(kb: Any, query: str, k: int = 5, mode: str = "hybrid", filter: dict[s
         hits = kb.search(query, k=k, mode=mode, filter=filter)
         _record(s, hits)
     return hits
-
-
-def rrf(lists: Sequence[Sequence[Hit]], k: int | None = None, weights: Sequence[float] | None = None) -> list[Hit]:
-    """Reciprocal rank fusion of any number of ranked lists: ``score = sum w / (60 + rank)``.
-
-    ``kb.fuse(dense, bm25, k)`` is the two-list case. A chunk missing from a list gets nothing
-    from it; ties keep the order of first appearance (earlier lists first).
-
-        >>> rrf([kb.search(q1, k=10), kb.search(q2, k=10)], k=5)
-    """
-    _check_k(k)
-    weights = [1.0] * len(lists) if weights is None else list(weights)
-    if len(weights) != len(lists):
-        raise ConfigError(f"{len(weights)} weights for {len(lists)} ranked lists; give one per list")
-    scores: dict[str, float] = {}
-    first: dict[str, Hit] = {}
-    for hits, w in zip(lists, weights):
-        for rank, h in enumerate(hits, 1):
-            scores[h.chunk_id] = scores.get(h.chunk_id, 0.0) + w / (RRF_K + rank)
-            first.setdefault(h.chunk_id, h)
-    order = sorted(scores, key=lambda c: -scores[c])[:k]  # stable sort: ties in first-appearance order
-    return [replace(first[c], score=scores[c]) for c in order]
 
 
 # --------------------------------------------------------------------------------------------- query rewriting
