@@ -169,7 +169,7 @@ def test_hybrid_is_reciprocal_rank_fusion(tmp_path, splitter):
         for ranking in (dense, bm25):
             for rank, h in enumerate(ranking, 1):
                 rrf[h.source] += 1 / (RRF_K + rank)
-        hybrid = kb.search("zebra", k=3)
+        hybrid = kb.search("zebra", k=3, fusion="rrf")
         assert [h.source for h in hybrid] == sorted(rrf, key=lambda s: -rrf[s]) == ["beta", "gamma", "alpha"]
         assert [h.score for h in hybrid] == pytest.approx([rrf["beta"], rrf["gamma"], rrf["alpha"]])
         # weighted: all on dense gives the dense order back, all on bm25 the bm25 order
