@@ -25,6 +25,10 @@ def __getattr__(name: str):
     """``lk.rag``, ``lk.evals``, ``lk.structured`` … load on first use, keeping ``import llmkit`` light."""
     import importlib
 
-    if name in ("rag", "evals", "structured", "serve", "engine"):
+    if name in ("rag", "evals", "structured", "serve", "engine", "prompts", "programs"):
         return importlib.import_module(f".{name}", __name__)
+    if name == "prompt":  # lk.prompt("name"): a prompt from the library folder
+        from .prompts import prompt
+
+        return prompt
     raise AttributeError(f"module 'llmkit' has no attribute {name!r}")

@@ -16,6 +16,7 @@ from .agent_cmd import agent_app
 from .eval_cmd import eval_app
 from .mcp_cmd import mcp_app
 from .options import with_config, with_sampling
+from .prompt_cmd import prompt_app
 from .rag_cmd import rag_app, sql_app
 
 app = typer.Typer(help="llmkit: a local-first LLM engineering toolkit.", no_args_is_help=True,
@@ -27,6 +28,7 @@ app.add_typer(rag_app, name="rag")
 app.add_typer(sql_app, name="sql")
 app.add_typer(mcp_app, name="mcp")
 app.add_typer(agent_app, name="agent")
+app.add_typer(prompt_app, name="prompt")
 
 MODEL = typer.Option("", "--model", "-m", help="model spec, e.g. 'hf:smollm2', 'openai:gpt-4o-mini' (default: embedded)")
 
@@ -230,7 +232,9 @@ def trace_show(ident: str = typer.Argument(..., help="a span id or trace id (a u
 def main() -> None:
     """Entry point: run the app, turning llmkit errors into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LLMKitError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
