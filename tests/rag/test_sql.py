@@ -229,15 +229,26 @@ def test_duckdb_read_only_and_guarded(tmp_path):
             run(db, "SELECT COUNT(*) FROM range(100000000000) a", timeout_s=0.3)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pg_url():
-    url = os.environ.get("LLMKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    """$LLMKIT_TEST_POSTGRES_URL when set, else a real PostgreSQL 16 started by the pgserver package."""
     psycopg = pytest.importorskip("psycopg")
+    url = os.environ.get("LLMKIT_TEST_POSTGRES_URL")
+    if url:
+        psycopg.connect(url, connect_timeout=2).close()  # a URL that was given must work: fail, never skip
+        yield url
+        return
+    pgserver = pytest.importorskip("pgserver", reason="no $LLMKIT_TEST_POSTGRES_URL and pgserver not installed")
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="llmkit-pgsql-")  # short: the unix socket path has a 107-byte limit
+    server = pgserver.get_server(folder, cleanup_mode="stop")
     try:
-        psycopg.connect(url, connect_timeout=2).close()
-    except psycopg.Error:
-        pytest.skip(f"no PostgreSQL server at {url}")
-    return url
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_postgres_read_only_and_timeout(pg_url):
