@@ -293,7 +293,12 @@ def test_count_tokens_with_or_without_tiktoken():
         with pytest.raises(lk.UnsupportedParameterError, match="tiktoken"):
             m.count_tokens("hello world")
         return
-    assert m.count_tokens("hello world") == 2
+    try:
+        n = m.count_tokens("hello world")
+    except lk.UnsupportedParameterError as e:  # installed, but its BPE file is not cached and we are offline
+        assert "TIKTOKEN_CACHE_DIR" in str(e)
+        return
+    assert n == 2
     assert m.count_tokens([lk.user("hello world")]) > m.count_tokens("hello world")
 
 

@@ -218,7 +218,7 @@ class HFModel(Model):
         """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
         from ..structured import tools as tool_format
 
-        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel) \
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel, max_tokens=s.max_tokens) \
             if tools and tool_choice != "none" else None
         ids = self._chat_ids(tool_format.as_template_messages(messages, tools if calls else None))
         chunks = self._generate(ids, s, stream=stream or calls is not None, constraint=calls or constraint)

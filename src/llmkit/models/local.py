@@ -105,7 +105,8 @@ class LocalModel(Model):
         """Tools (unless tool_choice="none") become a grammar over ``<tool_call>`` blocks; see structured/tools.py."""
         from ..structured import tools as tool_format
 
-        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel_tool_calls) \
+        calls = tool_format.ToolCalls(tools, tool_choice or "auto", parallel=parallel_tool_calls,
+                                       max_tokens=s.max_tokens) \
             if tools and tool_choice != "none" else None
         prompt = self.render(tool_format.as_template_messages(messages, tools if calls else None))
         chunks = self._generate(prompt, s, calls or constraint)

@@ -240,9 +240,14 @@ class OpenAIModel(Model):
         except ImportError:
             raise UnsupportedParameterError("count_tokens", self.provider, "pip install 'llmkit[tokens]' (tiktoken)") from None
         try:
-            enc = tiktoken.encoding_for_model(self.name)
-        except KeyError:  # not an OpenAI model name
-            enc = tiktoken.get_encoding("o200k_base")
+            try:
+                enc = tiktoken.encoding_for_model(self.name)
+            except KeyError:  # not an OpenAI model name
+                enc = tiktoken.get_encoding("o200k_base")
+        except Exception as e:  # tiktoken downloads its BPE files on first use: offline, that fails
+            raise UnsupportedParameterError("count_tokens", self.provider,
+                                            f"tiktoken could not load its encoding ({type(e).__name__}); offline, "
+                                            "put the .tiktoken files in $TIKTOKEN_CACHE_DIR") from None
         if isinstance(text, str):
             return len(enc.encode(text))
         msgs = [text] if isinstance(text, Message) else text

@@ -45,11 +45,16 @@ class ToolCalls(Constraint):
         tools: the tools the model may call.
         tool_choice: ``"auto"``, ``"required"``, or the name of the one tool to call.
         parallel: allow several calls in one reply.
+        max_tokens: the reply's token budget, when known: every free string argument is then capped
+            so that a call can close within it (a small model can loop inside a string, "1000…",
+            until the budget cuts the call off mid-JSON). Strings with an ``enum``, ``const``,
+            ``pattern`` or ``format`` keep their own limits.
     """
 
     kind = "grammar"
 
-    def __init__(self, tools: list[Tool], tool_choice: str = "auto", parallel: bool = True):
+    def __init__(self, tools: list[Tool], tool_choice: str = "auto", parallel: bool = True,
+                 max_tokens: int | None = None):
         import llguidance
 
         names = [t.name for t in tools]
@@ -61,7 +66,8 @@ class ToolCalls(Constraint):
         schema = {"x-guidance": JSON_OPTIONS,  # no free whitespace: a small model pads with newlines until max_tokens
                   "anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                              "properties": {"name": {"const": t.name},
-                                            "arguments": _bounded(t.parameters or {"type": "object"})}}
+                                            "arguments": _cap_strings(_bounded(t.parameters or {"type": "object"}),
+                                                                      _string_budget(max_tokens))}}
                             for t in chosen]}
         call = f"{json.dumps(OPEN)} call_json {json.dumps(CLOSE)}"
         calls = f"call ({json.dumps(chr(10))} call) ~ 0..{MAX_CALLS - 1}" if parallel else "call"
@@ -86,6 +92,33 @@ class ToolCalls(Constraint):
 
     def __repr__(self) -> str:
         return f"ToolCalls({[t.name for t in self.tools]}, tool_choice={self.tool_choice!r})"
+
+
+CALL_OVERHEAD = 48  # tokens of <tool_call>, the name, the JSON punctuation and </tool_call>, with room to spare
+
+
+def _string_budget(max_tokens: int | None) -> int | None:
+    """Characters a free string may take so the call still closes within ``max_tokens`` (a token
+    holds at least one character, so characters bound tokens)."""
+    return None if not max_tokens else max(16, max_tokens - CALL_OVERHEAD)
+
+
+def _cap_strings(schema, cap: int | None):
+    """``schema`` with ``maxLength <= cap`` on every free string (not enums, consts, patterns or formats)."""
+    if cap is None:
+        return schema
+    if isinstance(schema, list):
+        return [_cap_strings(x, cap) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_cap_strings(v, cap) if isinstance(v, (dict, list)) and k not in ("enum", "const", "default", "examples")
+               else v) for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: _cap_strings(v, cap) for k, v in schema["properties"].items()}
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "string" in types and not any(k in out for k in ("enum", "const", "pattern", "format")):
+        out["maxLength"] = max(min(out.get("maxLength", cap), cap), out.get("minLength", 0))
+    return out
 
 
 def _schema_json(schema: dict) -> str:

@@ -1,0 +1,30 @@
+"""structured/tools.py: with a token budget, every free string of a tool call is capped so the
+call can close within the budget (a small model can loop inside a string until cut off mid-JSON)."""
+import json
+
+from llmkit.core.types import Tool
+from llmkit.structured.tools import CALL_OVERHEAD, ToolCalls, _cap_strings
+
+SEARCH = Tool(name="search", parameters={"type": "object", "required": ["q"], "properties": {
+    "q": {"type": "string"},
+    "lang": {"type": "string", "enum": ["en", "fr"]},
+    "day": {"type": "string", "format": "date"},
+    "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 500}},
+    "long": {"type": "string", "minLength": 300}}})
+
+
+def test_free_strings_are_capped_and_the_rest_keep_their_own_limits():
+    props = _cap_strings(SEARCH.parameters, 100)["properties"]
+    assert props["q"]["maxLength"] == 100 and props["tags"]["items"]["maxLength"] == 100
+    assert "maxLength" not in props["lang"] and "maxLength" not in props["day"] and "maxLength" not in props["code"]
+    assert props["long"]["maxLength"] == 300  # never below the schema's own minLength
+    assert _cap_strings(SEARCH.parameters, None) is SEARCH.parameters
+
+
+def test_the_grammar_follows_the_budget():
+    capped = ToolCalls([SEARCH], "required", max_tokens=CALL_OVERHEAD + 40)
+    free = ToolCalls([SEARCH], "required")
+    assert '"maxLength":40' in capped.grammar().replace(" ", "") and capped.grammar() != free.grammar()
+    ok = '<tool_call>\n' + json.dumps({"name": "search", "arguments": {"q": "x" * 40}}) + '\n</tool_call>'
+    assert capped.check(ok)[1][0].arguments["q"] == "x" * 40
