@@ -166,7 +166,8 @@ class Agent:
         return result
 
     def stream(self, task: str, history: list[Message] | None = None) -> Iterator[Step | AgentResult]:
-        """Yield each ``Step`` as it happens, then the ``AgentResult``."""
+        """Yield each model and tool ``Step`` as it happens, then the ``AgentResult`` (whose
+        ``steps`` end with the ``"final"`` one)."""
         with tracing.span("agent.run", {"llmkit.agent.mode": self.mode, "llmkit.agent.tools": list(self.tools),
                                         "llmkit.agent.task": task if tracing.record_content() else None}) as span:
             loop = self._react_loop if self.mode == "react" else self._tools_loop
