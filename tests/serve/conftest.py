@@ -23,6 +23,7 @@ class Live:
     """A running server: ``url``, SDK clients, and the parsed ``/metrics``."""
 
     def __init__(self, served: lk.Model, key: str | None = None, embedder: Any = None, **config: Any):
+        config.setdefault("ui", False)  # the web UI has its own tests (tests/ui); building it costs every server time
         self.config = ServeConfig(api_key=key, **config)
         self.app = create_app(served, self.config, embedder=embedder)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

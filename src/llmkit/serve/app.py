@@ -7,7 +7,9 @@ Around the routes (outermost first):
     observe   a server span per request (the model call's span nests under it) and the
               request counter by route and status
     CORS      only when ``cors_origins`` is set; answers browsers' preflight requests
-    auth      with ``api_key`` set: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``, else 401
+    auth      with ``api_key`` set: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``, else 401;
+              the web UI's page and assets load without it (the UI asks for the key and checks
+              it on every action), ``/v1`` and ``/metrics`` never do
     size      request bodies over ``max_request_bytes`` get 413, before the model sees them
 
 Example:
@@ -85,7 +87,8 @@ class Served:
 
 def create_app(model: Model, config: ServeConfig | None = None, *, embedder: Any = None) -> FastAPI:
     """An ASGI app serving ``model``: OpenAI routes under ``/v1``, Anthropic's ``/v1/messages``,
-    knowledge bases under ``/v1/kb``, ``/health`` and ``/metrics``.
+    knowledge bases under ``/v1/kb``, ``/health``, ``/metrics``, and the web UI at ``/``
+    (``config.ui``, when gradio is installed).
 
     Args:
         model: any llmkit model (``lk.model(spec)``).
@@ -101,18 +104,27 @@ def create_app(model: Model, config: ServeConfig | None = None, *, embedder: Any
     routers = (router, openai_api.router, anthropic_api.router, kb_api.router)
     for r in routers:
         app.include_router(r)
+    # /docs and /openapi.json too: the key guards every path the API app answers itself
+    api_paths = frozenset([route.path for r in routers for route in r.routes]
+                          + [p for p in (getattr(route, "path", None) for route in app.routes) if p])
+    app.state.ui = False
+    if config.ui:
+        from .ui import mount_ui
+
+        app.state.ui = mount_ui(app, served)  # after the API routes, which keep precedence over "/"
+    ui_path = (lambda path: not path.startswith("/v1") and path not in api_paths) if app.state.ui else None
 
     # Starlette wraps the last-added middleware outermost.
     app.add_middleware(_BodyLimit, limit=config.max_request_bytes)
     if config.api_key is not None:
-        app.add_middleware(_Auth, key=config.api_key.get_secret_value())
+        app.add_middleware(_Auth, key=config.api_key.get_secret_value(), ui_path=ui_path)
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["*"], expose_headers=["retry-after"])
     routes = [(route.path_regex, route.path) for r in routers for route in r.routes]
-    app.add_middleware(_Observe, metrics=served.metrics, routes=routes)
+    app.add_middleware(_Observe, metrics=served.metrics, routes=routes, ui_path=ui_path)
     return app
 
 
@@ -131,13 +143,17 @@ async def metrics(request: Request) -> Response:
 
 
 class _Auth:
-    """Refuses requests without the server's key (401); ``/health`` and CORS preflights pass."""
+    """Refuses requests without the server's key (401); ``/health``, CORS preflights and the
+    web UI's own paths (``ui_path``: never ``/v1``) pass — the UI checks the key per action."""
 
-    def __init__(self, app: Any, key: str):
-        self.app, self.key = app, key.encode()
+    def __init__(self, app: Any, key: str, ui_path: Any = None):
+        self.app, self.key, self.ui_path = app, key.encode(), ui_path
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path in OPEN_PATHS or scope["method"] == "OPTIONS" or (self.ui_path and self.ui_path(path)):
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         given = headers.get("x-api-key") or _bearer(headers.get("authorization", ""))
@@ -186,8 +202,8 @@ class _Observe:
     The span is current for the whole request, the streamed body included, so every span
     opened while answering — the model call's, in its worker thread — nests under it."""
 
-    def __init__(self, app: Any, metrics: Metrics, routes: list[tuple[Any, str]]):
-        self.app, self.metrics, self.routes = app, metrics, routes
+    def __init__(self, app: Any, metrics: Metrics, routes: list[tuple[Any, str]], ui_path: Any = None):
+        self.app, self.metrics, self.routes, self.ui_path = app, metrics, routes, ui_path
 
     def route(self, path: str) -> str:
         """The route template a path matches; "other" for the rest, so unknown paths cannot
@@ -208,7 +224,7 @@ class _Observe:
             await send(message)
 
         try:
-            if path in UNTRACED_PATHS:
+            if path in UNTRACED_PATHS or (self.ui_path and self.ui_path(path)):  # the UI's model calls have their own spans
                 return await self.app(scope, receive, observed_send)
             name = f"{method} {route}" if route != "other" else method
             with tracing.span(name, {"http.request.method": method, "url.path": path,
@@ -250,4 +266,6 @@ def serve(config: ServeConfig) -> None:
     print(f"llmkit serve: {model.provider}:{model.name} as {config.served_name(model)!r} at http://{host}:{config.port}"
           f"  (OpenAI: /v1, Anthropic: /v1/messages, metrics: /metrics"
           f"{', key required' if config.api_key else ''})", file=sys.stderr, flush=True)
+    if app.state.ui:
+        print(f"llmkit serve: web UI at http://{host}:{config.port}/", file=sys.stderr, flush=True)
     server(app, config).run()

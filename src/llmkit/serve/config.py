@@ -36,6 +36,8 @@ class ServeConfig(BaseModel):
                                                   "(default: $LLMKIT_API_KEY; none = open)")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API, "
                                                                       "e.g. http://localhost:3000 or * (default: none)")
+    ui: bool = Field(True, description="serve the web UI (a Gradio playground) at / beside the API; needs "
+                                       "pip install 'llmkit[ui]' (without gradio the API is served alone)")
     max_request_bytes: int = Field(1 << 20, ge=1, description="largest request body accepted; larger ones get 413")
     max_concurrency: int = Field(16, ge=1, description="requests generating at once")
     max_queue: int = Field(64, ge=0, description="requests waiting for a free slot; beyond that, 429 with Retry-After")
