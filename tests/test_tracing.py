@@ -10,7 +10,7 @@ import llmkit as lk
 from llmkit.core import tracing
 from loopback import Loopback, Reply
 
-FRANCE = [lk.system("Be brief."), lk.user("What is the capital of France?")]
+FRANCE = [lk.system("Answer with one word."), lk.user("What is the capital of France?")]  # no near-tie greedy tokens (tests/greedy.py)
 
 
 def chat_reply(text="Paris.", usage=(11, 3)):

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 import llmkit as lk
-from greedy import assert_same_up_to_ties
+from greedy import assert_same_up_to_ties, tokens
 from llmkit.core import tracing
 
 pytestmark = pytest.mark.integration
@@ -257,8 +257,11 @@ def test_openai_sdk_errors_are_typed(live):
 
 def test_llmkits_own_client_preset_talks_to_it(live):
     m = lk.model("llmkit:smollm2-135m-instruct", base_url=live.url + "/v1")
-    msgs = [lk.system("Be brief."), lk.user("What is the capital of France?")]
+    # "Answer with one word.": every greedy token leads by 0.7+ nats ("Be brief." starts with a near-tie,
+    # 0.19, so a stream served from the prefix cache could part from the first answer; see tests/greedy.py)
+    msgs = [lk.system("Answer with one word."), lk.user("What is the capital of France?")]
     kw = dict(temperature=0.5, top_k=1, min_p=0.05, repetition_penalty=1.0, max_tokens=24)  # the preset's extras
-    r = m.chat(msgs, **kw)
+    r = m.chat(msgs, **kw, logprobs=True, top_logprobs=2)
     assert "Paris" in r.text and r.usage.input_tokens > 0
-    assert "".join(c.text for c in m.stream(msgs, **kw)) == r.text
+    streamed = tokens(m.stream(msgs, **kw, logprobs=True, top_logprobs=2))
+    assert_same_up_to_ties(r.logprobs, streamed)
