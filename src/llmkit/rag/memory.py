@@ -28,8 +28,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ import numpy as np
 
 from ..core import tracing
 from ..core.errors import ConfigError, UnsupportedParameterError
+from ..core.sqlite_tx import immediate
 from ..core.types import Message, as_messages, assistant, system, user
 from .splitters import approx_tokens
 
@@ -147,17 +147,8 @@ class BufferMemory:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r})"
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
+    def _tx(self):
+        return immediate(self.db, self._lock)
 
     # ------------------------------------------------------------------ writes
 

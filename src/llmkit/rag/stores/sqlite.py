@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import ConfigError
+from ...core.sqlite_tx import immediate
 from . import ann as _ann
 from .base import Hit
 
@@ -209,15 +210,10 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._lock:  # an RLock: the matrix cache is reset before another thread can read it
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
+                with immediate(self.db, self._lock) as db:
+                    yield db
             finally:
                 self._cache = None
 
