@@ -169,7 +169,8 @@ def test_dense_order_matches_exact_cosine(store):
         assert len(hits) == 5
         assert [h.score for h in hits] == pytest.approx(sorted(exact, reverse=True)[:5], abs=1e-5)
         assert all(h.score == pytest.approx(by_text[h.text], abs=1e-5) for h in hits)  # ties may swap, scores not
-        assert hits[0].text == texts[int(np.argmax(exact))]
+        best = {t for t, v in by_text.items() if v == pytest.approx(exact.max(), abs=1e-6)}
+        assert hits[0].text in best  # "comets and glaciers" ties two paragraphs: either may come first
     assert len(store.search_dense(q.tolist(), k=50)) == len(CORPUS)
     with pytest.raises(ConfigError, match="64-d"):
         store.search_dense([1.0, 0.0], k=3)
