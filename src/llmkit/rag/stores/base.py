@@ -6,8 +6,13 @@ A store (``sqlite.py`` today; ``pgvector.py`` later) has the same method names â
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from ...core.errors import ConfigError
 
 
 @dataclass
@@ -27,3 +32,17 @@ class Hit:
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
     chunk_id: str = ""
+
+
+def as_vectors(source: str, chunks: Sequence[Any], embeddings: Sequence[Sequence[float]], dims: Any) -> list[np.ndarray]:
+    """The embeddings of ``source``'s chunks as float32 arrays, checked before anything is written:
+    one per chunk, each of the store's ``dims`` (None: the store has none yet, any length goes)."""
+    if len(chunks) != len(embeddings):
+        raise ConfigError(f"{len(chunks)} chunks but {len(embeddings)} embeddings for {source!r}")
+    out = []
+    for c, vec in zip(chunks, embeddings):
+        v = np.asarray(vec, dtype=np.float32)
+        if dims is not None and v.shape != (int(dims),):
+            raise ConfigError(f"chunk {c.id!r} of {source!r} has a {v.shape} vector, the store holds {dims}-d")
+        out.append(v)
+    return out

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import ConfigError
-from .base import Hit
+from .base import Hit, as_vectors
 from .pgvector import NAMESPACE, filter_terms
 from .sqlite import _OPS, _dumps
 
@@ -301,18 +301,13 @@ class MilvusStore:
             embeddings: one vector per chunk, all of the store's dimensions.
         """
         source = document["source"]
-        if len(chunks) != len(embeddings):
-            raise ConfigError(f"{len(chunks)} chunks but {len(embeddings)} embeddings for {source!r}")
         dims = self.get_meta("dimensions")
         if chunks and dims is None:
             raise ConfigError(f"{self.uri} namespace {self.namespace!r} has no embedder yet; call "
                               "check_embedder(name, dimensions) before storing vectors")
         gen = uuid.uuid4().hex
         rows = []
-        for i, (c, vec) in enumerate(zip(chunks, embeddings)):
-            v = np.asarray(vec, dtype=np.float32)
-            if v.shape != (int(dims),):
-                raise ConfigError(f"chunk {c.id!r} of {source!r} has a {v.shape} vector, the store holds {dims}-d")
+        for i, (c, v) in enumerate(zip(chunks, as_vectors(source, chunks, embeddings, dims))):
             if isinstance(c.text, str) and len(c.text.encode()) > MAX_TEXT or len(str(c.id)) > MAX_ID:
                 raise ConfigError(f"chunk {c.id!r} of {source!r}: Milvus holds texts up to {MAX_TEXT} bytes and "
                                   f"ids up to {MAX_ID} characters; use a smaller chunk_size")

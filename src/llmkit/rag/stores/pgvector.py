@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...core.errors import ConfigError
-from .base import Hit
+from .base import Hit, as_vectors
 from .sqlite import _KEY, _OPS, _dumps, _scalar
 
 if TYPE_CHECKING:
@@ -267,16 +267,10 @@ class PgVectorStore:
             chunks: objects with ``.id``, ``.text`` and ``.metadata`` (``splitters.Chunk``), ids unique.
             embeddings: one vector per chunk, all of the store's dimensions.
         """
-        if len(chunks) != len(embeddings):
-            raise ConfigError(f"{len(chunks)} chunks but {len(embeddings)} embeddings for {document.get('source')!r}")
-        dims = self.get_meta("dimensions")
         source = document["source"]
-        rows = []
-        for i, (c, vec) in enumerate(zip(chunks, embeddings)):
-            v = np.asarray(vec, dtype=np.float32)
-            if dims is not None and v.shape != (int(dims),):
-                raise ConfigError(f"chunk {c.id!r} of {source!r} has a {v.shape} vector, the store holds {dims}-d")
-            rows.append((c.id, source, i, c.text, _dumps(c.metadata), _vector(v)))
+        vectors = as_vectors(source, chunks, embeddings, self.get_meta("dimensions"))
+        rows = [(c.id, source, i, c.text, _dumps(c.metadata), _vector(v))
+                for i, (c, v) in enumerate(zip(chunks, vectors))]
         with self.db.transaction():
             self.db.execute(self._q("DELETE FROM {chunks} WHERE source = %s"), (source,))
             self.db.execute(self._q(

@@ -61,7 +61,7 @@ import numpy as np
 from ...core.errors import ConfigError
 from ...core.sqlite_tx import immediate
 from . import ann as _ann
-from .base import Hit
+from .base import Hit, as_vectors
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -273,10 +273,8 @@ class SQLiteStore:
             chunks: objects with ``.id``, ``.text`` and ``.metadata`` (``splitters.Chunk``), ids unique.
             embeddings: one vector per chunk, all of the store's dimensions.
         """
-        if len(chunks) != len(embeddings):
-            raise ConfigError(f"{len(chunks)} chunks but {len(embeddings)} embeddings for {document.get('source')!r}")
-        dims = self.get_meta("dimensions")
         source = document["source"]
+        vectors = as_vectors(source, chunks, embeddings, self.get_meta("dimensions"))
         with self._tx() as db:
             db.execute("DELETE FROM chunks WHERE source = ?", (source,))
             db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?)",
@@ -285,10 +283,7 @@ class SQLiteStore:
             # max() with the table keeps databases written before next_n existed safe
             n0 = db.execute("SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_n'), 1), "
                             "coalesce((SELECT max(n) FROM chunks), 0) + 1)").fetchone()[0]
-            for i, (c, vec) in enumerate(zip(chunks, embeddings)):
-                v = np.asarray(vec, dtype=np.float32)
-                if dims is not None and v.shape != (int(dims),):
-                    raise ConfigError(f"chunk {c.id!r} of {source!r} has a {v.shape} vector, the store holds {dims}-d")
+            for i, (c, v) in enumerate(zip(chunks, vectors)):
                 db.execute("INSERT INTO chunks(n, id, source, idx, text, metadata, embedding) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", (n0 + i, c.id, source, i, c.text, _dumps(c.metadata),
                                                             v.tobytes()))
