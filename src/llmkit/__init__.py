@@ -25,7 +25,7 @@ def __getattr__(name: str):
     """``lk.rag``, ``lk.evals``, ``lk.structured`` … load on first use, keeping ``import llmkit`` light."""
     import importlib
 
-    if name in ("rag", "evals", "structured", "serve", "engine", "prompts", "programs"):
+    if name in ("rag", "evals", "structured", "serve", "engine", "prompts", "programs", "train"):
         return importlib.import_module(f".{name}", __name__)
     if name == "prompt":  # lk.prompt("name"): a prompt from the library folder
         from .prompts import prompt

@@ -36,12 +36,14 @@ def _flag_type(annotation: Any) -> Any:
     return annotation
 
 
-def with_config(cls: type[BaseModel], param: str = "config", panel: str | None = None) -> Callable:
+def with_config(cls: type[BaseModel], param: str = "config", panel: str | None = None,
+                make: Callable[[type[BaseModel], dict], Any] | None = None, skip: tuple[str, ...] = ()) -> Callable:
     """Decorator: one ``--flag`` per field of ``cls``; the command receives ``cls(**flags)`` as ``param``.
 
     Flags left out keep the config's own defaults (environment-backed ones included). A bad
     value raises a one-line ConfigError naming the field. A field may name a short alias with
-    ``json_schema_extra={"short": "-m"}``.
+    ``json_schema_extra={"short": "-m"}``. ``make(cls, flags)`` replaces the default
+    ``build(cls, flags)`` (e.g. to lay the flags over a YAML recipe); ``skip`` names fields with no flag.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -49,6 +51,8 @@ def with_config(cls: type[BaseModel], param: str = "config", panel: str | None =
         params = [p for p in sig.parameters.values() if p.name != param]
         annotations = {k: v for k, v in fn.__annotations__.items() if k != param}
         for name, field in cls.model_fields.items():
+            if name in skip:
+                continue
             kind = _flag_type(field.annotation)
             flag = "--" + name.replace("_", "-")
             decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
@@ -65,9 +69,9 @@ def with_config(cls: type[BaseModel], param: str = "config", panel: str | None =
 
         @functools.wraps(fn)
         def wrapper(**kw: Any):
-            given = {k: kw.pop(k) for k in cls.model_fields}
+            given = {k: kw.pop(k) for k in cls.model_fields if k not in skip}
             given = {k: v for k, v in given.items() if v is not None and v != [] and v != ()}
-            return fn(**kw, **{param: build(cls, given)})
+            return fn(**kw, **{param: (make or build)(cls, given)})
 
         wrapper.__signature__ = sig.replace(parameters=params)
         wrapper.__annotations__ = annotations

@@ -120,8 +120,8 @@ def embedded_dir() -> Path:
     return final
 
 
-def _load(name: str, dtype: str) -> tuple[Any, Any]:
-    """(model, tokenizer) for ``"smollm2"`` or a local transformers folder."""
+def load_pretrained(name: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """(model, tokenizer) for ``"smollm2"`` or a local transformers folder (used by ``train/`` too)."""
     if name.lower() == EMBEDDED:
         path = embedded_dir()
     else:
@@ -158,7 +158,7 @@ class HFModel(Model):
     def __init__(self, name: str = EMBEDDED, **options: Any):
         super().__init__(name)
         self.options = HFOptions.parse("hf", options)
-        self.model, self.tokenizer = _load(name, self.options.dtype)
+        self.model, self.tokenizer = load_pretrained(name, self.options.dtype)
         self._setup()
 
     @classmethod
