@@ -23,6 +23,11 @@ __all__ = ["METHODS", "run", "config", "TrainConfig", "TrainResult"]
 #: method name → (module, its config class). `llmkit train <method>` and `run()` read this.
 METHODS: dict[str, tuple[str, str]] = {
     "sft": ("sft", "SFTConfig"),
+    "reward": ("reward", "RewardConfig"),
+    "dpo": ("dpo", "DPOConfig"),
+    "kto": ("kto", "KTOConfig"),
+    "orpo": ("orpo", "ORPOConfig"),
+    "simpo": ("simpo", "SimPOConfig"),
 }
 
 

@@ -58,7 +58,7 @@ class TrainResult:
         return HFModel(str(self.merged_dir or self.final_dir), **options)
 
 
-StepLoss = Callable[[Any, dict], tuple[Any, Any]]
+StepLoss = Callable[[Any, dict], tuple]  # (loss_sum, count) or (loss_sum, count, {metric: value})
 
 
 def fit(cfg: TrainConfig, model, train: list, val: list, step_loss: StepLoss, collate: Callable[[list], dict],
@@ -97,7 +97,7 @@ def fit(cfg: TrainConfig, model, train: list, val: list, step_loss: StepLoss, co
         loss, count = 0.0, 0
         with torch.no_grad():
             for group in epoch_batches(val, cfg.batch_size, cfg.seed, 0, shuffle=False):
-                s, n = step_loss(model, collate(group))
+                s, n = step_loss(model, collate(group))[:2]
                 loss, count = loss + float(s), count + int(n)
         model.train()
         return loss / max(count, 1)
@@ -128,12 +128,14 @@ def fit(cfg: TrainConfig, model, train: list, val: list, step_loss: StepLoss, co
             groups = epoch_batches(train, cfg.batch_size, cfg.seed, st["epoch"])
             for i in range(st["micro"], len(groups), cfg.grad_accum):
                 t0 = time.perf_counter()
-                window, tokens, loss_sum, count = groups[i:i + cfg.grad_accum], 0, 0.0, 0
+                window, tokens, loss_sum, count, extra = groups[i:i + cfg.grad_accum], 0, 0.0, 0, {}
                 for group in window:
                     batch = collate(group)
-                    s, n = step_loss(model, batch)
+                    s, n, *more = step_loss(model, batch)  # a method may add metrics: (sum, count, {name: value})
                     s.backward()
-                    loss_sum, count, tokens = loss_sum + float(s), count + int(n), tokens + tokens_of(batch)
+                    loss_sum, count, tokens = loss_sum + float(s.detach()), count + int(n), tokens + tokens_of(batch)
+                    for k, v in (more[0] if more else {}).items():
+                        extra[k] = extra.get(k, 0.0) + v / len(window)
                 for p in params.values():
                     if p.grad is not None:
                         p.grad.div_(max(count, 1))
@@ -154,7 +156,7 @@ def fit(cfg: TrainConfig, model, train: list, val: list, step_loss: StepLoss, co
                                       f"(now {cfg.learning_rate}) or check the data")
                 if st["step"] % cfg.log_every == 0 or st["step"] == total:
                     st["history"].append({"step": st["step"], "epoch": st["epoch"], "loss": loss, "lr": lr,
-                                          "tokens": st["tokens"], "tokens_per_s": tokens / dt if dt else 0.0})
+                                          "tokens": st["tokens"], "tokens_per_s": tokens / dt if dt else 0.0, **extra})
                 bar.advance(loss=loss, tps=st["tokens"] / max(st["seconds"], 1e-9))
                 last = st["step"] >= total
                 if cfg.eval_every and st["step"] % cfg.eval_every == 0 and not last:
