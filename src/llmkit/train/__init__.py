@@ -28,6 +28,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "kto": ("kto", "KTOConfig"),
     "orpo": ("orpo", "ORPOConfig"),
     "simpo": ("simpo", "SimPOConfig"),
+    "grpo": ("grpo", "GRPOConfig"),
+    "distill": ("distill", "DistillConfig"),
 }
 
 

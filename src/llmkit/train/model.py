@@ -129,7 +129,7 @@ def virtual_tokens(model) -> int:
     return cfg.num_virtual_tokens if cfg is not None and type(cfg).__name__ == "PromptTuningConfig" else 0
 
 
-def _forward(model, batch: dict, keep):
+def logits_at(model, batch: dict, keep):
     kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     offset = virtual_tokens(model)
     if offset and "position_ids" in kw:
@@ -149,7 +149,7 @@ def token_logps(model, batch: dict):
 
     target = batch["labels"][:, 1:]
     keep = (target != IGNORE).any(0).nonzero().squeeze(1)
-    logits = _forward(model, batch, keep).float()
+    logits = logits_at(model, batch, keep).float()
     target = target[:, keep]
     mask = target != IGNORE
     logps = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -162,7 +162,7 @@ def token_loss(model, batch: dict):
 
     target = batch["labels"][:, 1:]
     keep = (target != IGNORE).any(0).nonzero().squeeze(1)
-    logits = _forward(model, batch, keep)
+    logits = logits_at(model, batch, keep)
     target = target[:, keep]
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum")
     return loss, (target != IGNORE).sum()

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from .data import IGNORE, collate, encode_pair, truncate
-from .model import completion_logps, is_adapter
+from .model import completion_logps, is_adapter, token_logps
 
 
 def encode_preference(tokenizer, rows: list[dict], max_length: int, chat_template: bool) -> list[dict]:
@@ -56,12 +56,14 @@ class Reference:
         self.model = model
         self.copy = None if is_adapter(model) else copy.deepcopy(model).eval().requires_grad_(False)
 
-    def __call__(self, batch: dict, average: bool = False):
+    def __call__(self, batch: dict, average: bool = False, per_token: bool = False):
+        """Summed (or mean) log-probabilities of each row's labelled tokens; ``per_token``: (logps, mask)."""
         import torch
 
         ctx = self.model.disable_adapter() if self.copy is None else nullcontext()
+        model = self.copy if self.copy is not None else self.model
         with torch.no_grad(), ctx:
-            return completion_logps(self.copy if self.copy is not None else self.model, batch, average)
+            return token_logps(model, batch) if per_token else completion_logps(model, batch, average)
 
     def release(self) -> None:
         self.copy = None if self.copy is None else self.copy.to("meta")
