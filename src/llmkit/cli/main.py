@@ -18,6 +18,7 @@ from .mcp_cmd import mcp_app
 from .options import with_config, with_sampling
 from .prompt_cmd import prompt_app
 from .rag_cmd import rag_app, sql_app
+from .export_cmd import export as export_command
 from .train_cmd import train_app
 
 app = typer.Typer(help="llmkit: a local-first LLM engineering toolkit.", no_args_is_help=True,
@@ -31,6 +32,7 @@ app.add_typer(mcp_app, name="mcp")
 app.add_typer(agent_app, name="agent")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(train_app, name="train")
+app.command("export")(export_command)
 
 MODEL = typer.Option("", "--model", "-m", help="model spec, e.g. 'hf:smollm2', 'openai:gpt-4o-mini' (default: embedded)")
 

@@ -42,6 +42,7 @@ class LocalOptions(Options):
     draft_model: str | None = Field(None, description="GGUF of a small draft model sharing the tokenizer (speculative='draft')")
     n_draft: int = Field(16, ge=1, le=64, description="most drafted tokens per step under speculation (each request adapts below it)")
     chat_template: str | None = Field(None, description="Jinja chat template overriding the GGUF's own")
+    lora: str | None = Field(None, description="GGUF LoRA adapter applied at scale 1.0 (e.g. from `llmkit export BASE --lora ADAPTER`)")
 
 
 class LocalModel(Model):
@@ -58,6 +59,9 @@ class LocalModel(Model):
         gguf = Path(path).expanduser() if path else embedded_gguf()
         if not gguf.is_file():
             raise ConfigError(f"GGUF file {str(gguf)!r} does not exist; pass a path to a .gguf file")
+        lora = Path(opts.lora).expanduser() if opts.lora else None
+        if lora is not None and not lora.is_file():
+            raise ConfigError(f"LoRA file {str(lora)!r} does not exist; pass a GGUF LoRA adapter (llmkit export --lora)")
         super().__init__(gguf.name if path else "smollm2-135m-instruct")
         self.provider = "llamacpp" if path else "local"
         self.path, self.options = gguf, opts
@@ -67,6 +71,8 @@ class LocalModel(Model):
                                  speculative=None if opts.speculative == "off" else opts.speculative,
                                  n_draft=opts.n_draft, n_batch=opts.n_batch, n_threads=opts.n_threads,
                                  ctx_per_request=opts.max_context, draft_model=opts.draft_model)
+            if lora is not None:
+                _apply_lora(self.engine, lora)
         self._template = None
 
     # --- prompt building -----------------------------------------------------------------
@@ -134,6 +140,19 @@ class LocalModel(Model):
     def close(self) -> None:
         """Stop the engine thread and free the model (also done at interpreter exit)."""
         self.engine.close()
+
+
+def _apply_lora(engine, path: Path) -> None:
+    """Attach a GGUF LoRA to the engine's context before its first request (the engine thread is still
+    idle, and the prefix cache empty). llama.cpp frees the adapter with the model."""
+    import ctypes
+
+    rt = engine.runtime
+    adapter = rt.C.llama_adapter_lora_init(rt.model, str(path).encode())
+    if not adapter or rt.C.llama_set_adapters_lora(rt.ctx, (rt.C.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
+                                                   (ctypes.c_float * 1)(1.0)):
+        engine.close()
+        raise ConfigError(f"llama.cpp could not apply LoRA {str(path)!r}: is it a GGUF LoRA made for this model?")
 
 
 def _follow(req) -> Iterator[Chunk]:
