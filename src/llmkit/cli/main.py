@@ -19,6 +19,7 @@ from .options import with_config, with_sampling
 from .prompt_cmd import prompt_app
 from .rag_cmd import rag_app, sql_app
 from .export_cmd import export as export_command
+from .merge_cmd import merge as merge_command, merge_lora_cmd
 from .train_cmd import train_app
 
 app = typer.Typer(help="llmkit: a local-first LLM engineering toolkit.", no_args_is_help=True,
@@ -33,6 +34,8 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(train_app, name="train")
 app.command("export")(export_command)
+app.command("merge")(merge_command)
+app.command("merge-lora")(merge_lora_cmd)
 
 MODEL = typer.Option("", "--model", "-m", help="model spec, e.g. 'hf:smollm2', 'openai:gpt-4o-mini' (default: embedded)")
 
