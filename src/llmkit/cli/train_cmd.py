@@ -25,6 +25,7 @@ def _summary(result) -> str:
              f"train loss {arrow(s['first_train_loss'], s['train_loss'])}",
              f"val loss   {arrow(s['first_val_loss'], s['val_loss'])}" if s.get("val_loss") is not None else None,
              f"model      {result.final_dir}" + (f"\nmerged     {result.merged_dir}" if result.merged_dir else ""),
+             f"gguf       {result.gguf}\nserve      llmkit serve -m llamacpp:{result.gguf}" if result.gguf else None,
              f"curves     {result.output_dir / 'curves.png'}  (metrics.json beside it)"]
     return "\n".join(line for line in lines if line)
 

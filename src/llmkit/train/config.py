@@ -89,6 +89,10 @@ class TrainConfig(BaseModel):
     merge: bool = Field(True, description="after training an adapter (lora/dora/qlora), also write the base with the "
                                           "adapter merged in to <output-dir>/merged (what `llmkit export` takes)")
 
+    export: Literal["none", "f16", "q8_0", "q4_k_m"] = Field(
+        "none", description="after training, also write <output-dir>/model-<quant>.gguf (the merged or full model) "
+                            "for `llmkit serve -m llamacpp:PATH`; none = no GGUF")
+
     # --- derived ---------------------------------------------------------------------------
     method: str = Field("", description="(set by the trainer) the method name, recorded in the run's files")
 

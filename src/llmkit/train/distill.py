@@ -110,7 +110,7 @@ def _sequence(cfg: DistillConfig) -> TrainResult:
     if not cfg.teacher:
         raise ConfigError("sequence distillation needs --teacher: any model spec, e.g. 'smollm2' or 'openai:gpt-4o-mini'")
     train_rows, val_rows = read_split(cfg.data, cfg.eval_data, cfg.val_split, cfg.seed, ("chat", "completion", "prompt"))
-    teacher = lk.model(cfg.teacher)
+    teacher = lk.model() if model_path(cfg.teacher).lower() == "smollm2" else lk.model(cfg.teacher)
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -127,7 +127,7 @@ def _sequence(cfg: DistillConfig) -> TrainResult:
     fields.update(data=str(files["teacher.jsonl"]), eval_data=str(files["teacher-val.jsonl"]) if "teacher-val.jsonl" in files else None,
                   output_dir=str(out), val_split=0.0 if "teacher-val.jsonl" not in files else cfg.val_split)
     result = sft.run(sft.SFTConfig(**fields))
-    result.summary["teacher_data"] = str(files["teacher.jsonl"])
+    result.summary.update(method="distill", teacher_data=str(files["teacher.jsonl"]))
     return result
 
 

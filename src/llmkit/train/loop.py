@@ -38,6 +38,7 @@ class TrainResult:
         output_dir: the run's folder.
         final_dir: the trained model (an adapter folder for lora/dora/prompt/prefix, else a full model).
         merged_dir: the base with the adapter merged in (``merge=True``), else None.
+        gguf: the GGUF file when the config asked for ``export``, else None.
         history: one dict per logged optimiser step (``step``, ``loss``, ``lr``, ``tokens_per_s``, …).
         evals: one dict per validation (``step``, ``val_loss``).
         summary: totals: ``steps``, ``tokens``, ``seconds``, ``tokens_per_s``, ``train_loss``,
@@ -47,6 +48,7 @@ class TrainResult:
     output_dir: Path
     final_dir: Path
     merged_dir: Path | None = None
+    gguf: Path | None = None
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)

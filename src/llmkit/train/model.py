@@ -183,7 +183,19 @@ def save_trained(model, tokenizer, cfg: TrainConfig, result, info: dict) -> None
     """``final/`` (the adapter, or the whole model), and ``merged/`` for LoRA-family adapters when ``cfg.merge``."""
     final = result.final_dir
     _save(model, tokenizer, final)
-    if is_adapter(model) and cfg.merge and info["peft"] in ("lora", "dora"):
+    if is_adapter(model) and cfg.merge and info["peft"] in ("lora", "dora", "qlora"):
+        if info["peft"] == "qlora":  # merge into the full-precision base, not the 4-bit one it trained on
+            from peft import PeftModel
+
+            from ..models.hf import _offline, load_pretrained
+
+            base, _ = load_pretrained(info["base"], cfg.dtype)
+            if cfg.rope_scaling != "none":
+                from .context import scale_rope
+
+                scale_rope(base, cfg.rope_scaling, cfg.rope_factor)
+            with _offline():
+                model = PeftModel.from_pretrained(base, str(final))
         merged = model.merge_and_unload()
         _save(merged, tokenizer, result.output_dir / "merged")
         result.merged_dir = result.output_dir / "merged"
@@ -218,5 +230,19 @@ def finish(model, tokenizer, cfg: TrainConfig, result, info: dict):
 
     result.summary["peft"] = info["peft"]
     save_trained(model, tokenizer, cfg, result, info)
+    if cfg.export != "none":
+        export(result, cfg, info)
     write_metrics(result, cfg)
     return result
+
+
+def export(result, cfg: TrainConfig, info: dict) -> None:
+    """``model-<quant>.gguf`` of the merged (or fully trained) model, for llama.cpp and ``llmkit serve``."""
+    from .export import export_gguf
+
+    source = result.merged_dir or (result.final_dir if info["peft"] == "none" else None)
+    if source is None:
+        raise ConfigError(f"export={cfg.export!r} needs a full model: peft={info['peft']!r} trains a "
+                          f"{'soft prompt' if info['peft'] in ('prompt', 'prefix') else 'adapter'} that GGUF cannot hold; "
+                          "use peft=lora/dora/none with merge=true")
+    result.gguf = export_gguf(source, result.output_dir / f"model-{cfg.export}.gguf", quant=cfg.export)
