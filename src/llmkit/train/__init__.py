@@ -10,7 +10,7 @@ Example:
     >>> result = lk.train.run("sft", data="chat.jsonl", peft="lora", epochs=3)
     >>> result.load().chat("…")
     >>> from llmkit.train import dpo                      # or one method's module directly
-    >>> dpo.run(lk.train.config("dpo", data="pairs.jsonl", beta=0.1))
+    >>> dpo.run(lk.train.configure("dpo", "recipe.yaml", beta=0.1))
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "run", "config", "TrainConfig", "TrainResult"]
+__all__ = ["METHODS", "run", "configure", "config_class", "TrainConfig", "TrainResult"]
 
 #: method name → (module, its config class). `llmkit train <method>` and `run()` read this.
 METHODS: dict[str, tuple[str, str]] = {
@@ -43,7 +43,7 @@ def config_class(method: str):
     return getattr(importlib.import_module(f"{__name__}.{mod}_config"), cls)
 
 
-def config(method: str, recipe: str | Path | None = None, **fields: Any):
+def configure(method: str, recipe: str | Path | None = None, **fields: Any):
     """A validated config for ``method``: the YAML ``recipe`` (if any) with ``fields`` on top."""
     return config_class(method).from_yaml(recipe, **fields)
 
