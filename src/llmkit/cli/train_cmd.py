@@ -1,6 +1,7 @@
 """``llmkit train <method>``: one command per training method, its flags derived from the method's
 config class, laid over an optional YAML recipe (``--config recipe.yaml --lr 1e-4``)."""
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +42,9 @@ def _add(method: str) -> None:
         print(_summary(run(method, cfg)))
 
     doc = (cls.__doc__ or "").strip()
-    train_app.command(name=method, help=doc, short_help=doc.splitlines()[0] if doc else None)(command)
+    first = " ".join(doc.split("\n\n")[0].split())  # the first paragraph, up to its first sentence
+    short = re.split(r"(?<!al)\.\s", first)[0].rstrip(".").replace("``", "") + "."  # not at "et al. "
+    train_app.command(name=method, help=doc, short_help=short)(command)
 
 
 for _method in METHODS:

@@ -9,7 +9,7 @@ from .config import TrainConfig
 
 
 class DistillConfig(TrainConfig):
-    """Teach the student (``model``) to imitate a ``teacher``.
+    """Distil a teacher into the student (``model``).
 
     logits: token-level — match the teacher's next-token distribution on the data's answers
     (Hinton et al. 2015; needs the same tokenizer). sequence: sequence-level — the teacher answers
