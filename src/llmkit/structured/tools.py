@@ -66,8 +66,7 @@ class ToolCalls(Constraint):
         schema = {"x-guidance": JSON_OPTIONS,  # no free whitespace: a small model pads with newlines until max_tokens
                   "anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                              "properties": {"name": {"const": t.name},
-                                            "arguments": _cap_strings(_bounded(t.parameters or {"type": "object"}),
-                                                                      _string_budget(max_tokens))}}
+                                            "arguments": _capped_arguments(t, max_tokens)}}
                             for t in chosen]}
         call = f"{json.dumps(OPEN)} call_json {json.dumps(CLOSE)}"
         calls = f"call ({json.dumps(chr(10))} call) ~ 0..{MAX_CALLS - 1}" if parallel else "call"
@@ -97,10 +96,31 @@ class ToolCalls(Constraint):
 CALL_OVERHEAD = 48  # tokens of <tool_call>, the name, the JSON punctuation and </tool_call>, with room to spare
 
 
-def _string_budget(max_tokens: int | None) -> int | None:
-    """Characters a free string may take so the call still closes within ``max_tokens`` (a token
-    holds at least one character, so characters bound tokens)."""
-    return None if not max_tokens else max(16, max_tokens - CALL_OVERHEAD)
+def _string_budget(max_tokens: int | None, strings: int = 1) -> int | None:
+    """Characters each of ``strings`` free strings may take so the call still closes within
+    ``max_tokens``. A token holds at least one character of JSON text, and a character takes at
+    most two characters of JSON (``\\n``, ``\\"``), so the budget left after the call's own overhead
+    is shared among the strings at two tokens per character. (A ``\\u00e9`` escape spends six; the
+    grammar cannot forbid it, so the guarantee holds for replies that write such characters raw, as
+    models do.)"""
+    return None if not max_tokens else max(16, (max_tokens - CALL_OVERHEAD) // (2 * max(1, strings)))
+
+
+def _capped_arguments(tool: Tool, max_tokens: int | None):
+    schema = _bounded(tool.parameters or {"type": "object"})
+    return _cap_strings(schema, _string_budget(max_tokens, _free_strings(schema)))
+
+
+def _free_strings(schema) -> int:
+    """How many free (uncapped-by-schema) string fields ``schema`` has, nested ones included."""
+    if isinstance(schema, list):
+        return sum(_free_strings(x) for x in schema)
+    if not isinstance(schema, dict):
+        return 0
+    types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
+    own = int("string" in types and not any(k in schema for k in ("enum", "const", "pattern", "format")))
+    subs = list(schema.get("properties", {}).values()) + [schema[k] for k in ("items", "anyOf", "oneOf", "allOf") if k in schema]
+    return own + sum(_free_strings(x) for x in subs)
 
 
 def _cap_strings(schema, cap: int | None):
