@@ -142,7 +142,8 @@ def build(cls: type[TrainConfig], fields: dict[str, Any]) -> TrainConfig:
     """``cls(**fields)`` with a validation error turned into one line naming the field, value and rule."""
     unknown = sorted(set(fields) - set(cls.model_fields))
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} field {unknown[0]!r}; accepted: {', '.join(cls.model_fields)}")
+        accepted = ", ".join(f for f in cls.model_fields if f != "method")
+        raise ConfigError(f"unknown {cls.__name__} field {unknown[0]!r}; accepted: {accepted}")
     try:
         return cls(**fields)
     except ValidationError as e:

@@ -45,8 +45,9 @@ def run(config: DPOConfig | str | Path | None = None, **fields: Any) -> TrainRes
             c, r, lc, lr = pair_logps(model, batch)
             loss = dpo_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], cfg.beta, cfg.loss_type,
                             cfg.label_smoothing, lc, lr)
-            return loss.sum(), len(c), {"reward_margin": float(((c - batch["ref_chosen"]) - (r - batch["ref_rejected"])).mean()) * cfg.beta,
-                                        "accuracy": float(((c - batch["ref_chosen"]) > (r - batch["ref_rejected"])).float().mean())}
+            margin = (c - batch["ref_chosen"] - r + batch["ref_rejected"]).detach()
+            return loss.sum(), len(c), {"reward_margin": float(margin.mean()) * cfg.beta,
+                                        "accuracy": float((margin > 0).float().mean())}
         return step_loss
 
     return train_pairs(cfg, step_loss_of, reference=True)

@@ -90,6 +90,13 @@ def fit(cfg: TrainConfig, model, train: list, val: list, step_loss: StepLoss, co
     torch.manual_seed(cfg.seed)
     if cfg.resume:
         _resume(out, params, optimizer, scheduler, st)
+        # Continue on this run's schedule: the checkpoint's optimizer state carries the lr its own
+        # horizon had decayed to (0 at its last step when resumed with a larger max_steps).
+        lam = _schedule(cfg, total)
+        scheduler.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
+        for g in optimizer.param_groups:
+            g["initial_lr"], g["lr"] = cfg.learning_rate, cfg.learning_rate * lam(st["step"])
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
     best_state = None
 
     def evaluate() -> float | None:

@@ -83,6 +83,12 @@ def _load_4bit(base: str, cfg: TrainConfig) -> tuple[Any, Any, str]:
             model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, local_files_only=True,
                                                          device_map=None if gpu else "cpu")
             tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+        if not gpu:  # an eval-mode no-grad forward (a validation) makes bitsandbytes repack 4-bit weights for
+            # its CPU kernel, whose matmul (gemv_4bit) has no backward: every later gradient through a 4-bit
+            # layer would silently vanish. Keep the autograd path.
+            for module in model.modules():
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = False
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         return model, tokenizer, "qlora"
     except ImportError:

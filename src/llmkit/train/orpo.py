@@ -1,5 +1,7 @@
 """ORPO (Hong et al. 2024): ``L = NLL(y_w) − λ·log σ(log odds(y_w) − log odds(y_l))``, with
-``odds(y) = P/(1−P)`` from the per-token mean log-probability ``log P`` of each answer (as TRL).
+``odds(y) = P/(1−P)`` from the per-token mean log-probability ``log P`` of each answer. As in TRL's
+ORPOTrainer, the NLL term is the token mean over the chosen sequences of the batch, prompt tokens
+included, so ORPO projects every position onto the vocabulary, not only the answers'.
 
 Example:
     >>> from llmkit.train import orpo
@@ -13,7 +15,9 @@ from typing import Any
 from .config import resolve
 from .loop import TrainResult
 from .orpo_config import ORPOConfig
-from .preference import pair_logps, train_pairs
+from .data import IGNORE
+from .model import token_logps
+from .preference import train_pairs
 
 
 def log1mexp(x):
@@ -31,9 +35,20 @@ def odds_ratio_term(chosen_mean, rejected_mean):
     return F.logsigmoid(log_odds)
 
 
-def orpo_loss(chosen_mean, rejected_mean, beta: float):
-    """Per-pair ORPO loss: the chosen answer's mean NLL minus β·log σ(log odds ratio)."""
-    return -chosen_mean - beta * odds_ratio_term(chosen_mean.float(), rejected_mean.float())
+def orpo_loss(model, batch: dict, beta: float):
+    """ORPO on a pair batch: ``(loss × pairs, pairs, metrics)``, the loss being the batch's NLL over
+    its chosen sequences minus the mean of β·log σ(log odds ratio) over its pairs (TRL's reduction)."""
+    full = {**batch, "labels": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)}
+    logps, mask = token_logps(model, full)  # every non-pad position: the longest row spans all columns
+    answer = batch["labels"][:, 1:] != IGNORE
+    means = (logps * answer).sum(-1) / answer.sum(-1).clamp(min=1)
+    half = means.shape[0] // 2
+    c, r = means[:half], means[half:]
+    nll = -(logps[:half] * mask[:half]).sum() / mask[:half].sum().clamp(min=1)
+    ratio = beta * odds_ratio_term(c.float(), r.float())
+    loss = nll - ratio.mean()
+    cd, rd = c.detach(), r.detach()
+    return loss * half, half, {"nll": float(nll.detach()), "accuracy": float((cd > rd).float().mean())}
 
 
 def run(config: ORPOConfig | str | Path | None = None, **fields: Any) -> TrainResult:
@@ -41,9 +56,6 @@ def run(config: ORPOConfig | str | Path | None = None, **fields: Any) -> TrainRe
     cfg = resolve(ORPOConfig, config, fields, "orpo")
 
     def step_loss_of(model):
-        def step_loss(model, batch):
-            c, r, _, _ = pair_logps(model, batch, average=True)
-            return orpo_loss(c, r, cfg.beta).sum(), len(c), {"nll": float(-c.mean()), "accuracy": float((c > r).float().mean())}
-        return step_loss
+        return lambda model, batch: orpo_loss(model, batch, cfg.beta)
 
     return train_pairs(cfg, step_loss_of, reference=False)

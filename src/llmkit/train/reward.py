@@ -96,7 +96,7 @@ def run(config: RewardConfig | str | Path | None = None, **fields: Any) -> Train
         r = scores(model, batch)
         c, rj = r[: len(r) // 2], r[len(r) // 2:]
         loss = reward_loss(c, rj, batch["margin"], cfg.center_rewards)
-        return loss.sum(), len(c), {"accuracy": float((c > rj).float().mean())}
+        return loss.sum(), len(c), {"accuracy": float((c.detach() > rj.detach()).float().mean())}
 
     result = fit(cfg, model, encode(train_rows), encode(val_rows), step_loss, batch_of, cfg.out_dir(), pair_tokens)
     model.config.use_cache = True

@@ -30,9 +30,12 @@ def run(config: SimPOConfig | str | Path | None = None, **fields: Any) -> TrainR
 
     def step_loss_of(model):
         def step_loss(model, batch):
-            c, r, _, _ = pair_logps(model, batch, average=True)
-            loss = simpo_loss(c, r, cfg.beta, cfg.gamma, cfg.label_smoothing) - cfg.sft_weight * c
-            return loss.sum(), len(c), {"margin": float((c - r).mean()), "accuracy": float((c > r).float().mean())}
+            c, r, lc, _ = pair_logps(model, batch, average=True)
+            cd, rd = c.detach(), r.detach()
+            loss = simpo_loss(c, r, cfg.beta, cfg.gamma, cfg.label_smoothing).mean()
+            if cfg.sft_weight:  # CPO's α term: the token-mean NLL over every chosen answer token of the batch
+                loss = loss - cfg.sft_weight * (c * lc).sum() / lc.sum().clamp(min=1)
+            return loss * len(c), len(c), {"margin": float((cd - rd).mean()), "accuracy": float((cd > rd).float().mean())}
         return step_loss
 
     return train_pairs(cfg, step_loss_of, reference=False)
