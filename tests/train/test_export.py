@@ -16,7 +16,8 @@ import pytest
 
 import llmkit as lk
 from llmkit.core.errors import ConfigError
-from llmkit.train.export import QUANTS, _pre_tokenizer, export_gguf, export_lora_gguf
+from llmkit.train.export import QUANTS, _pre_tokenizer, export_gguf
+from llmkit.train.export_lora import export_lora_gguf
 
 PROMPT = "The quick brown fox jumps over the lazy dog, then 42 more."
 TOL = 0.1  # nats; f16 weights give ~0.02, a wrong permutation or rope 6-10

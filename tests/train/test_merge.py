@@ -15,7 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from llmkit.core.errors import ConfigError
-from llmkit.train.merge import dare_mask, merge, merge_lora, tensor_index
+from llmkit.train.merge import dare_mask, merge, tensor_index
+from llmkit.train.merge_lora import merge_lora
 from llmkit.train.merge_config import MergeConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -4,7 +4,7 @@
     llmkit export runs/base --lora runs/lora/final -o adapter.gguf            # lk.model(..., lora="adapter.gguf")
     llmkit export runs/base --lora runs/lora/final --merge-lora -o merged.gguf
 
-Prints the file written and its size. The conversion lives in ``llmkit.train.export``.
+Prints the file written and its size. The conversion lives in ``llmkit.train.export`` (LoRA: ``llmkit.train.export_lora``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def export(model_dir: Path = typer.Argument(..., help="transformers model folder
            merge_lora: bool = typer.Option(False, "--merge-lora", help="with --lora: merge the adapter into MODEL_DIR and export the merged model")):
     """Export a model to GGUF for llama.cpp, or a LoRA adapter to a GGUF LoRA (--lora)."""
     from ..core.errors import ConfigError
-    from ..train.export import export_gguf, export_lora_gguf
+    from ..train.export import export_gguf
+    from ..train.export_lora import export_lora_gguf
 
     if merge_lora and lora is None:
         raise ConfigError("--merge-lora needs --lora ADAPTER_DIR (the adapter to merge into MODEL_DIR)")

@@ -46,6 +46,6 @@ def merge_lora_cmd(base: Path = typer.Argument(..., help="the base model's trans
                    out: Path = OUT, overwrite: bool = OVERWRITE, max_shard_size: str = SHARD):
     """Merge a LoRA or DoRA adapter into its base model's weights (what PEFT's merge_and_unload does),
     tensor by tensor. Prints the output folder."""
-    from ..train.merge import merge_lora
+    from ..train.merge_lora import merge_lora
 
     print(merge_lora(base, adapter, out, max_shard_size=parse_size(max_shard_size), overwrite=overwrite))

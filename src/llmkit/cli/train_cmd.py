@@ -9,6 +9,7 @@ import typer
 
 from ..train import METHODS, config_class
 from .options import with_config
+from .synth_cmd import synth_app
 
 train_app = typer.Typer(help="Fine-tune, align and distil models (`llmkit train sft --help`).", no_args_is_help=True)
 
@@ -49,3 +50,4 @@ def _add(method: str) -> None:
 
 for _method in METHODS:
     _add(_method)
+train_app.add_typer(synth_app, name="synth")
