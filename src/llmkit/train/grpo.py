@@ -143,7 +143,7 @@ def run(config: GRPOConfig | str | Path | None = None, **fields: Any) -> TrainRe
             delta = ref - logps
             k3 = torch.exp(delta) - delta - 1
             per_token = per_token + cfg.beta * k3
-            kl = (k3 * mask).sum() / mask.sum().clamp(min=1)
+            kl = ((k3 * mask).sum() / mask.sum().clamp(min=1)).detach()
         per_answer = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         batch["tokens"] = int(mask.sum())
         return per_answer.sum(), len(answers), {"reward": float(r.mean()), "reward_std": float(r.view(-1, G).std(1).mean()),
