@@ -162,16 +162,54 @@ def token_logps(model, batch: dict):
     return logps * mask, mask
 
 
-def token_loss(model, batch: dict):
-    """Summed next-token cross-entropy over the trained tokens, and their count."""
+LOSS_CHUNK = 256  # trained tokens per lm_head + cross-entropy chunk (its logits are recomputed in backward)
+
+
+def _backbone(model):
+    """(decoder, lm_head) of a plain causal LM or one whose adapter lives inside its layers (LoRA,
+    DoRA, QLoRA); None where the head is not a plain linear over the last hidden state (prompt or
+    prefix tuning, which add positions or caches; soft-capped logits)."""
+    lm = model.get_base_model() if is_adapter(model) else model
+    if virtual_tokens(model) or type(getattr(model, "active_peft_config", None)).__name__ == "PrefixTuningConfig":
+        return None
+    if getattr(lm.config, "final_logit_softcapping", None) or not hasattr(lm, "lm_head"):
+        return None
+    decoder = getattr(lm, lm.base_model_prefix, None) if hasattr(lm, "base_model_prefix") else None
+    return (decoder, lm.lm_head) if decoder is not None and decoder is not lm else None
+
+
+def _chunk_loss(head, hidden, target):
     import torch.nn.functional as F
 
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
+
+
+def token_loss(model, batch: dict):
+    """Summed next-token cross-entropy over the trained tokens, and their count.
+
+    Only the trained (row, position) pairs are projected onto the vocabulary, in chunks of
+    ``LOSS_CHUNK`` whose logits are recomputed in backward rather than kept: the [tokens × vocab]
+    logits are most of the memory a plain ``model(labels=…)`` spends beyond the layers.
+    """
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
     target = batch["labels"][:, 1:]
-    keep = (target != IGNORE).any(0).nonzero().squeeze(1)
-    logits = logits_at(model, batch, keep)
-    target = target[:, keep]
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss, (target != IGNORE).sum()
+    parts = _backbone(model)
+    if parts is None:
+        keep = (target != IGNORE).any(0).nonzero().squeeze(1)
+        logits = logits_at(model, batch, keep)
+        target = target[:, keep]
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        return loss, (target != IGNORE).sum()
+    decoder, head = parts
+    kw = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    hidden = decoder(**kw, use_cache=False).last_hidden_state[:, :-1]
+    mask = target != IGNORE
+    h, t = hidden[mask], target[mask]
+    loss = sum(checkpoint(_chunk_loss, head, h[i:i + LOSS_CHUNK], t[i:i + LOSS_CHUNK], use_reentrant=False)
+               for i in range(0, len(t), LOSS_CHUNK))
+    return loss, mask.sum()
 
 
 def completion_logps(model, batch: dict, average: bool = False):
