@@ -13,8 +13,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from ..core.errors import ConfigError
 from .config import resolve
 from .data import IGNORE, as_messages, collate, read_split
 from .distill_config import DistillConfig
-from .loop import TrainResult, fit
+from .loop import TrainResult, atomic_write, fit
 from .model import logits_at, finish, load_for_training, model_path
 
 
@@ -122,18 +120,11 @@ def _sequence(cfg: DistillConfig) -> TrainResult:
             for convo in teacher_prompts(rows):
                 answer = teacher.chat(convo, temperature=cfg.teacher_temperature, max_tokens=cfg.max_new_tokens).text
                 lines.append(json.dumps({"messages": convo + [{"role": "assistant", "content": answer}]}))
-        files[name] = _write(out / name, "\n".join(lines) + "\n")
+        atomic_write(out / name, ("\n".join(lines) + "\n").encode())
+        files[name] = out / name
     fields = {k: v for k, v in cfg.model_dump().items() if k in sft.SFTConfig.model_fields}
     fields.update(data=str(files["teacher.jsonl"]), eval_data=str(files["teacher-val.jsonl"]) if "teacher-val.jsonl" in files else None,
                   output_dir=str(out), val_split=0.0 if "teacher-val.jsonl" not in files else cfg.val_split)
     result = sft.run(sft.SFTConfig(**fields))
     result.summary.update(method="distill", teacher_data=str(files["teacher.jsonl"]))
     return result
-
-
-def _write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path

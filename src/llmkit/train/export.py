@@ -19,13 +19,13 @@ import hashlib
 import json
 import math
 import os
-import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.progress import steps
 
 # quant → (float type written by gguf-py, llama.cpp ftype to quantize to afterwards or None)
 QUANTS: dict[str, tuple[str, int | None]] = {
@@ -236,7 +236,7 @@ def _write_tensors(w, items: list, path: Path, what: str) -> None:
     w.write_header_to_file(path)
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    with _progress(len(items), what) as advance:
+    with steps(len(items), what) as advance:
         for _, load, _, kind in items:
             w.write_tensor_data(np.ascontiguousarray(as_numpy[kind](load())))
             advance()
@@ -348,20 +348,6 @@ def _safetensors(folder: Path, stem: str) -> Iterator[dict[str, _Tensor]]:
         raise ConfigError(f"{folder} has no {stem}*.safetensors; save the model with safe_serialization (the default)")
     handles = [safe_open(str(f), framework="pt") for f in files]
     yield {k: _Tensor(h, k) for h in handles for k in h.keys()}
-
-
-@contextmanager
-def _progress(total: int, what: str) -> Iterator[Callable[[], None]]:
-    """A rich bar on stderr when stderr is a terminal, nothing otherwise; yields ``advance()``."""
-    if not sys.stderr.isatty():
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda: bar.advance(task)
 
 
 @contextmanager

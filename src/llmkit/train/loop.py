@@ -315,8 +315,8 @@ def write_metrics(result: TrainResult, cfg: TrainConfig) -> None:
     out = result.output_dir
     body = {"method": cfg.method, "config": cfg.model_dump(), "summary": result.summary,
             "history": result.history, "evals": result.evals}
-    _atomic_write(out / "metrics.json", json.dumps(body, indent=1, default=str).encode())
-    _atomic_write(out / "curves.png", plot_curves(result.history, result.evals, f"{cfg.method} · {cfg.model}"))
+    atomic_write(out / "metrics.json", json.dumps(body, indent=1, default=str).encode())
+    atomic_write(out / "curves.png", plot_curves(result.history, result.evals, f"{cfg.method} · {cfg.model}"))
 
 
 def plot_curves(history: list[dict], evals: list[dict], title: str) -> bytes:
@@ -348,7 +348,8 @@ def plot_curves(history: list[dict], evals: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -31,12 +31,12 @@ import math
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..core.errors import ConfigError
+from ..core.progress import steps
 from .merge_config import MergeConfig
 
 if TYPE_CHECKING:
@@ -294,7 +294,7 @@ def write_safetensors(folder: Path, plan: list[tuple[str, str, list[int]]], prod
         size += nbytes
     files = (["model.safetensors"] if len(shards) == 1 else
              [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-    with _progress(len(plan), what) as step:
+    with steps(len(plan), what) as step:
         for file, shard in zip(files, shards):
             header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
             offset = 0
@@ -317,20 +317,6 @@ def write_safetensors(folder: Path, plan: list[tuple[str, str, list[int]]], prod
         total = sum(nbytes for shard in shards for *_, nbytes in shard)
         (folder / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-
-
-@contextlib.contextmanager
-def _progress(total: int, what: str) -> Iterator[Callable[[], None]]:
-    """A rich progress bar over tensors on stderr, shown only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda: bar.advance(task)
 
 
 @contextlib.contextmanager
