@@ -132,5 +132,5 @@ def build(ctx: Any) -> None:
     def listed():
         return gr.update(choices=tool_choices())
 
-    refresh.click(listed, None, tools)
+    refresh.click(listed, None, tools, queue=False)
     ctx.on_load.append((listed, None, tools))

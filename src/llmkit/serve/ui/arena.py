@@ -184,8 +184,8 @@ def build(ctx: Any) -> None:
     reveal = gr.Markdown("", elem_id="arena-reveal")
     gr.Markdown("### Leaderboard\nBradley–Terry ratings (Elo scale, mean 1000) with 95% bootstrap intervals; "
                 "'both bad' counts as a tie.")
-    board = gr.Dataframe(value=lambda: board_rows(Votes().outcomes()), headers=COLUMNS, interactive=False,
-                         elem_id="arena-board")
+    board = gr.Dataframe(value=[], headers=COLUMNS, interactive=False, elem_id="arena-board")
+    ctx.on_load.append((lambda: board_rows(Votes().outcomes()), None, board))  # fresh at every page load
     match = gr.State(None)  # {"prompt", "a", "b", "answer_a", "answer_b"} until the vote, then None
     locked = [gr.update(interactive=False)] * len(buttons)
 
@@ -218,4 +218,4 @@ def build(ctx: Any) -> None:
 
     send.click(ask, [first, second, prompt, key], [match, out_a, out_b, reveal, *buttons.values()])
     for v, button in buttons.items():
-        button.click(vote(v), [match], [match, reveal, board, *buttons.values()])
+        button.click(vote(v), [match], [match, reveal, board, *buttons.values()], queue=False)

@@ -189,12 +189,6 @@ def build(ctx: UIContext) -> None:
         return (json.dumps(body, indent=2, ensure_ascii=False), curl_snippet(url, body, ctx.api_key_required),
                 python_snippet(url, body, ctx.api_key_required))
 
-    def add_user(message: str, history: list, key: str):
-        ctx.check_key(key)
-        if not message or not message.strip():
-            raise gr.Error("Type a message first.")
-        return "", (history or []) + [{"role": "user", "content": message}]
-
     def respond(history, model_name, system_prompt, *rest) -> Iterator[tuple]:
         *values, seed_v, stop_v, logprobs_v, seen, key = rest
         ctx.check_key(key)
@@ -232,36 +226,47 @@ def build(ctx: UIContext) -> None:
             chunks.close()  # a Stop (or a closed tab) ends the generation too
         yield history, _stats(len(lps) or pieces, last, t0, first, done=True), token_view(lps), *(gr.skip(),) * 3
 
-    def drop_answer(history, key):
-        ctx.check_key(key)
+    def send_message(message, history, *rest) -> Iterator[tuple]:
+        """Send (or Enter): the typed message joins the chat, the box empties, the answer streams."""
+        ctx.check_key(rest[-1])
+        if not message or not message.strip():
+            raise gr.Error("Type a message first.")
+        history = list(history or []) + [{"role": "user", "content": message}]
+        for i, out in enumerate(respond(history, *rest)):
+            yield *out, "" if i == 0 else gr.skip()
+
+    def regenerate(history, *rest) -> Iterator[tuple]:
+        """Regenerate: the last answer is dropped and asked for again."""
+        ctx.check_key(rest[-1])
         history = list(history or [])
         if history and history[-1]["role"] == "assistant":
             history.pop()
         if not history:
             raise gr.Error("Nothing to regenerate yet.")
-        return history
+        yield from respond(history, *rest)
 
+    # One queued event per action: a Send is one generator (the user's turn, then the streamed
+    # answer), not a quick step chained to the generation, and the request preview runs unqueued.
+    # Gradio 6's page reads a tab's queued events over one stream that the server closes when the
+    # last of them finishes; an event joined in that instant is never read (see context.py).
     key_input = [ctx.key] if ctx.key is not None else [gr.State("")]
     answer_in = [chatbot, *controls, *key_input]
     answer_out = [chatbot, stats, tokens, request_json, request_curl, request_py]
-    events = []
-    for trigger in (msg.submit, send.click):
-        e = trigger(add_user, [msg, chatbot, *key_input], [msg, chatbot], show_progress="hidden")
-        events.append(e.success(respond, answer_in, answer_out, show_progress="minimal"))
-    regen_event = regen.click(drop_answer, [chatbot, *key_input], [chatbot], show_progress="hidden")
-    events.append(regen_event.success(respond, answer_in, answer_out, show_progress="minimal"))
+    events = [trigger(send_message, [msg, *answer_in], [*answer_out, msg], show_progress="minimal")
+              for trigger in (msg.submit, send.click)]
+    events.append(regen.click(regenerate, answer_in, answer_out, show_progress="minimal"))
     stop.click(None, cancels=events)
 
     preview_in = [chatbot, msg, *controls]
     preview_out = [request_json, request_curl, request_py]
     clear.click(lambda: ([], "", token_view([])), None, [chatbot, stats, tokens], queue=False).then(
-        describe, preview_in, preview_out, concurrency_limit=1, concurrency_id="lk-chat-request", show_progress="hidden")
-    # The page load and every edit queued, one at a time, so the panel ends on the latest
-    # (each takes a millisecond; unqueued calls can answer out of order and overwrite it).
+        describe, preview_in, preview_out, queue=False, show_progress="hidden")
+    # "always_last": one preview in flight per page, then one more with the latest values, so the
+    # panel ends on the latest edit however the answers interleave (each takes a millisecond).
     if ctx.blocks is not None:
         ctx.blocks.load(None, None, origin, js="() => window.location.origin")  # then origin.change fills the panel
-    gr.on([c.change for c in controls] + [msg.change], describe, preview_in, preview_out, concurrency_limit=1,
-          concurrency_id="lk-chat-request", show_progress="hidden", trigger_mode="multiple")
+    gr.on([c.change for c in controls] + [msg.change], describe, preview_in, preview_out, queue=False,
+          show_progress="hidden", trigger_mode="always_last")
 
 
 def _stats(n: int, last: Any, t0: float, first: float | None, done: bool) -> str:

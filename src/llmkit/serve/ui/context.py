@@ -5,6 +5,13 @@ Tabs call models in-process, never over HTTP. Write handlers as plain functions 
 (not ``async def``): Gradio runs them in worker threads, so a long generation never blocks the
 event loop that answers ``/v1``.
 
+Queue only the work that takes a model call (``queue=True``, Gradio's default); give the quick
+steps (a preview, a lookup, a vote, a list refresh) ``queue=False``. Gradio 6's page reads every
+queued event of a tab over one event stream that the server closes when the tab's last queued
+event finishes, and an event joined in that instant is never read: the page waits forever (a
+race seen about once in three CI runs while a chat preview finished as Send was clicked). One
+queued event per user action leaves nothing to finish while the next one joins.
+
 Example (a tab module):
     >>> def build(ctx: UIContext) -> None:
     ...     box, out = gr.Textbox(label="prompt"), gr.Textbox(label="answer")

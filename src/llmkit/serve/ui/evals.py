@@ -199,7 +199,7 @@ def build(ctx: Any) -> None:
         return (text, iframe(report_path.read_text()), str(report_path), *runs_update())
 
     start.click(go, [suite, upload, models, repeat, cache, key], [summary, page, download, before, after])
-    reload.click(runs_update, None, [before, after])
+    reload.click(runs_update, None, [before, after], queue=False)
 
     def do_compare(a: str | None, b: str | None, key: str | None) -> str:
         ctx.check_key(key)
@@ -210,4 +210,4 @@ def build(ctx: Any) -> None:
         except LLMKitError as e:
             raise gr.Error(str(e)) from None
 
-    diff.click(do_compare, [before, after, key], [changes])
+    diff.click(do_compare, [before, after, key], [changes], queue=False)

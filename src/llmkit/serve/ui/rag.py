@@ -205,11 +205,11 @@ def build(ctx: Any) -> None:
     def listed():
         return gr.update(choices=kb_names())
 
-    refresh.click(listed, None, name)
+    refresh.click(listed, None, name, queue=False)
     ctx.on_load.append((listed, None, name))  # KBs made by `llmkit rag ingest` since the page was built
     build_btn.click(do_build, [name, files, folder, key], [build_status, name])
     search_btn.click(do_search, [name, query, mode, k, key], hits)
     query.submit(do_search, [name, query, mode, k, key], hits)
     ask_btn.click(do_ask, [name, question, mode, k, key], [answer_md, picked, cited, citations])
     question.submit(do_ask, [name, question, mode, k, key], [answer_md, picked, cited, citations])
-    picked.change(show_citation, [picked, citations], cited)
+    picked.change(show_citation, [picked, citations], cited, queue=False)

@@ -141,7 +141,7 @@ def build(ctx: Any) -> None:
         ctx.check_key(key)
         return generate(ctx.model(None), m, pr, sch, ex, pat, ch, temp, mt or 512)
 
-    example.change(pick, example, [schema, prompt])
-    mode.change(switch, mode, [example, schema, pattern, choices])
+    example.change(pick, example, [schema, prompt], queue=False)
+    mode.change(switch, mode, [example, schema, pattern, choices], queue=False)
     key = ctx.key if ctx.key is not None else gr.State("")
     run.click(go, [mode, example, schema, pattern, choices, prompt, temperature, max_tokens, key], [output, status])

@@ -187,10 +187,10 @@ def build(ctx: Any) -> None:
         status = gr.Dropdown(STATUSES, value="any", label="status", scale=1, elem_id="traces-status")
         latency = gr.Number(0, label="min latency (ms)", minimum=0, scale=1, elem_id="traces-latency")
         refresh = gr.Button("Refresh", scale=1, elem_id="traces-refresh")
-    # A callable value runs at every page load, so calls made since the app started are listed.
-    first = list if ctx.api_key_required else list_calls  # no key at page load: Refresh asks
-    table = gr.Dataframe(value=first, headers=COLUMNS, interactive=False, wrap=True,
+    table = gr.Dataframe(value=[], headers=COLUMNS, interactive=False, wrap=True,
                          label="recent calls (newest first)", elem_id="traces-table")
+    if not ctx.api_key_required:  # listed at every page load (unqueued); with a key, Refresh asks for it
+        ctx.on_load.append((list_calls, None, table))
     with gr.Row():
         span_id = gr.Textbox(label="span id (or select a row)", scale=3, elem_id="traces-span")
         show = gr.Button("Show", scale=1, elem_id="traces-show")
@@ -198,10 +198,10 @@ def build(ctx: Any) -> None:
 
     filters = [model, status, latency, key]
     for trigger in (refresh.click, model.submit, status.change, latency.submit):
-        trigger(list_calls, filters, [table])
-    table.select(pick, [key], [span_id, detail])
-    show.click(open_span, [span_id, key], [detail])
-    span_id.submit(open_span, [span_id, key], [detail])
+        trigger(list_calls, filters, [table], queue=False)
+    table.select(pick, [key], [span_id, detail], queue=False)
+    show.click(open_span, [span_id, key], [detail], queue=False)
+    span_id.submit(open_span, [span_id, key], [detail], queue=False)
 
 
 def _page(body: str) -> str:
