@@ -115,14 +115,18 @@ def test_chat_streams_the_answer_the_api_gives_with_token_logprobs(ui_live, page
         assert float(p.rstrip("%")) == pytest.approx(100 * math.exp(float(logprob)), abs=0.15)  # both shown rounded
 
     # Regenerate replaces the answer (greedy: the same one) instead of adding a turn.
-    page.evaluate("""() => {  // every text the stats line shows from now on: the old "finish:" is still up
-        window.__lkStats = [];
-        const line = document.querySelector('#lk-stats');
-        new MutationObserver(() => window.__lkStats.push(line.innerText))
-            .observe(line, {subtree: true, childList: true, characterData: true});
+    # The new answer has arrived when the token view, emptied as the answer starts, is full again
+    # (the old one stays up until then, "finish:" line included).
+    page.evaluate("""() => {
+        window.__lkTokens = [];
+        const view = document.querySelector('#lk-token-view');
+        new MutationObserver(() => window.__lkTokens.push(view.querySelectorAll('.lk-tok').length))
+            .observe(view, {subtree: true, childList: true, characterData: true});
     }""")
     page.locator("#lk-regenerate").click()
-    page.wait_for_function("window.__lkStats.some(t => t.includes('finish:'))", timeout=60_000)
+    page.wait_for_function("window.__lkTokens.indexOf(0) >= 0 && window.__lkTokens.slice(window.__lkTokens.indexOf(0))"
+                           ".some(n => n > 0)", timeout=60_000)
+    wait_finished(page)
     assert page.locator("#lk-chatbot [data-testid=user]").count() == 1
     assert page.locator("#lk-chatbot [data-testid=bot]").count() == 1
     assert "".join(page.locator("#lk-token-view .lk-tok").all_text_contents()) == want
