@@ -77,6 +77,31 @@ def test_truncation_is_reported_and_retried():
     assert "token limit" in m.sent[1][0][-1].content
 
 
+def test_a_cut_free_string_is_retried_under_a_schema_that_fits_not_in_words():
+    """A backend that enforces the schema gets the same question again under a grammar whose free
+    strings are capped to fit max_tokens (half the budget, at this output's characters per token);
+    a second cut halves the cap. The value is still checked against the schema as given."""
+    m = Scripted([('{"name": "Pa', "length"), ('{"name": "P', "length"), '{"name": "Pa", "population": 1}'],
+                 kinds={"json_schema"})
+    assert m.json("?", schema=City, max_tokens=12) == City(name="Pa", population=1)
+    (first, c1), (second, c2), (third, c3) = m.sent
+    assert first == second == third                      # no repair prompt: the grammar does the work
+    assert "maxLength" not in c1.schema()["properties"]["name"]
+    assert c2.schema()["properties"]["name"]["maxLength"] == 6   # 0.5 x 12 tokens x 1 character a token
+    assert c3.schema()["properties"]["name"]["maxLength"] == 3   # cut again: halved
+    assert "maxLength" not in c2.schema()["properties"]["population"]
+    # Nothing to cap (no free string): the words, as before.
+    m = Scripted([('{"population": 12', "length"), '{"population": 1}'], kinds={"json_schema"})
+    assert m.json("?", schema={"type": "object", "properties": {"population": {"type": "integer"}}}, max_tokens=5)
+    assert "token limit" in m.sent[1][0][-1].content
+
+
+def test_stream_json_refits_a_cut_string_too():
+    m = Scripted([('{"name": "Paris is', "length"), '{"name": "Pa", "population": 1}'], kinds={"json_schema"})
+    assert list(m.stream_json("?", schema=City, max_tokens=18))[-1] == City(name="Pa", population=1)
+    assert m.sent[1][1].schema()["properties"]["name"]["maxLength"] == 9 and m.sent[0][0] == m.sent[1][0]
+
+
 def test_stream_json_partials_then_value():
     m = Scripted(['{"name": "Paris", "population": 2100000}'])
     *partials, final = list(m.stream_json("?", schema=City))

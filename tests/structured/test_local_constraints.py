@@ -150,6 +150,20 @@ def test_truncated_output_is_a_clear_error(embedded):
     assert e.value.text.startswith("{")
 
 
+def test_a_reasoning_that_does_not_stop_is_refitted_to_the_token_limit(embedded):
+    """The chain-of-thought failure: a free string the model keeps writing until max_tokens cuts the
+    JSON. The retry runs under a schema whose string fits, so the answer parses."""
+    schema = {"type": "object", "required": ["reasoning", "topic"], "properties": {
+        "reasoning": {"type": "string"}, "topic": {"enum": ["sports", "food", "weather", "technology"]}}}
+    ask = "Think step by step at great length about the topic of: The club signed the midfielder."
+    with pytest.raises(lk.StructuredOutputError, match="token limit"):
+        embedded.json(ask, schema=schema, temperature=0, max_tokens=48, max_retries=0)
+    before = embedded.engine.stats()["requests"]
+    value = embedded.json(ask, schema=schema, temperature=0, max_tokens=48, max_retries=1)
+    assert value["topic"] in schema["properties"]["topic"]["enum"] and value["reasoning"]
+    assert embedded.engine.stats()["requests"] == before + 2
+
+
 @pytest.fixture(scope="module")
 def hf():
     return lk.model("hf:smollm2")

@@ -1,7 +1,8 @@
 """The Arena tab: contestants, anonymous order, votes in SQLite, and the leaderboard they feed.
 
-Unit-level (no browser): a real ``UIContext`` over a scripted served model, the vote store on the
-test's own ``$LLMKIT_HOME``, and the Bradley–Terry table the tab shows.
+Unit-level: a real ``UIContext`` over a scripted served model, the vote store on the test's own
+``$LLMKIT_HOME``, and the Bradley–Terry table the tab shows. Then the tab in a real browser on the
+embedded model: two anonymous answers, a vote, the reveal, the leaderboard (also after a reload).
 """
 from __future__ import annotations
 
@@ -107,3 +108,39 @@ def test_votes_are_atomic_under_concurrent_writers():
         db.execute("INSERT INTO votes (time, prompt, model_a, model_b, answer_a, answer_b, verdict) "
                    "VALUES (0, 'q', 'm1', 'm2', 'x', 'y', 'maybe')")
     assert len(votes.all()) == 120
+
+
+@pytest.mark.integration
+def test_browser_two_anonymous_answers_a_vote_and_the_leaderboard(ui_live, page, shots, llmkit_home):
+    from browser import open_ui, screenshot
+    from playwright.sync_api import expect
+
+    open_ui(page, ui_live.url, "Arena")
+    vote_a = page.locator("#arena-vote-a")
+    expect(vote_a).to_be_disabled()                                   # nothing to vote on yet
+    page.locator("#arena-prompt textarea").fill("What is the capital of France? Answer in one sentence.")
+    page.locator("#arena-send").click()
+    expect(vote_a).to_be_enabled(timeout=120_000)                     # both answered
+    answers = [page.locator(f"#arena-{side} textarea").input_value() for side in "ab"]
+    assert all(a.strip() and a != "…" for a in answers), answers
+    assert "served" not in page.locator("#arena-reveal").inner_text()  # anonymous until the vote
+    screenshot(page, shots, "arena-answers")
+
+    vote_a.click()
+    reveal = page.locator("#arena-reveal")
+    expect(reveal).to_contain_text("Model A was")
+    expect(vote_a).to_be_disabled()                                   # one vote per match
+    name = ui_live.app.state.served.name
+    winner = reveal.inner_text().split("Model A was ")[1].split(",")[0].strip(" `.")
+    assert winner in (f"{name}@temperature=0", f"{name}@temperature=1.0"), winner
+
+    # Stored, and the leaderboard ranks the winner first (the page reload lists it too).
+    stored = arena.Votes().all()
+    assert [(v["model_a"], v["verdict"], v["answer_a"]) for v in stored] == [(winner, "a", answers[0])]
+    for attempt in ("vote", "reload"):
+        if attempt == "reload":
+            open_ui(page, ui_live.url, "Arena")
+        rows = page.locator("#arena-board tbody tr")
+        expect(rows).to_have_count(2)
+        assert winner in rows.first.inner_text()
+    screenshot(page, shots, "arena-leaderboard")

@@ -70,9 +70,9 @@ def record_bot_text(page) -> None:
 
 
 def test_chat_streams_the_answer_the_api_gives_with_token_logprobs(ui_live, page, shots):
+    joined = queue_joins(page)
     open_ui(page, ui_live.url)
     assert ui_live.app.state.served.name in page.locator("#lk-header").inner_text()
-    joined = queue_joins(page)
     page.locator("#lk-system textarea").fill(SYSTEM)
     page.locator("#lk-system textarea").press("Tab")
     set_number(page, "lk-temperature", 0)
@@ -80,7 +80,7 @@ def test_chat_streams_the_answer_the_api_gives_with_token_logprobs(ui_live, page
     record_bot_text(page)
     send(page, QUESTION)
     stats = wait_finished(page)
-    # Edits and their request preview run unqueued; Send queues one event, the generation. (Two
+    # Page load, edits and the request preview run unqueued; Send queues one event. (Two
     # queued events of one page, one finishing as the other joins, can lose the second: see
     # serve/ui/context.py. That race hung about one CI run in three before.)
     assert len(joined) == 1, joined

@@ -238,6 +238,37 @@ def _bounded(schema: Any, in_all_of: bool = False) -> Any:
     return out
 
 
+def _free_strings(schema) -> int:
+    """How many free (uncapped-by-schema) string fields ``schema`` has, nested ones included."""
+    if isinstance(schema, list):
+        return sum(_free_strings(x) for x in schema)
+    if not isinstance(schema, dict):
+        return 0
+    types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
+    own = int("string" in types and not any(k in schema for k in ("enum", "const", "pattern", "format")))
+    subs = [*schema.get("properties", {}).values(), *schema.get("$defs", {}).values()]
+    subs += [schema[k] for k in ("items", "prefixItems", "anyOf", "oneOf", "allOf") if k in schema]
+    return own + sum(_free_strings(x) for x in subs)
+
+
+def _cap_strings(schema, cap: int | None):
+    """``schema`` with ``maxLength <= cap`` on every free string (not enums, consts, patterns or formats)."""
+    if cap is None:
+        return schema
+    if isinstance(schema, list):
+        return [_cap_strings(x, cap) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_cap_strings(v, cap) if isinstance(v, (dict, list)) and k not in ("enum", "const", "default", "examples")
+               else v) for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: _cap_strings(v, cap) for k, v in schema["properties"].items()}
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "string" in types and not any(k in out for k in ("enum", "const", "pattern", "format")):
+        out["maxLength"] = max(min(out.get("maxLength", cap), cap), out.get("minLength", 0))
+    return out
+
+
 class Regex(Constraint):
     """Text that matches a regular expression in full (Rust ``regex`` syntax, as llguidance reads it)."""
 

@@ -6,6 +6,11 @@ constraint; any other backend is asked in words (``Constraint.instructions()``).
 output is validated, and an invalid one is sent back with the errors (``REPAIR_PROMPT``) up to
 ``max_retries`` times before :class:`~llmkit.StructuredOutputError` carries the last text and errors.
 
+An output that a token limit cut inside a free string (a chain-of-thought ``reasoning`` that does
+not stop) is not re-asked in words where the backend enforces the schema: the retry enforces the
+same schema with its free strings capped to fit the limit (:func:`fitted`), and the result is
+still checked against the schema as given.
+
 These functions back ``Model.chat(constraint=...)``, ``Model.json``, ``Model.choose`` and
 ``Model.stream_json``; call those.
 """
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ..core.errors import StructuredOutputError, UnsupportedParameterError
 from ..core.sampling import Sampling
 from ..core.types import Completion, Message, user
-from .constraints import Constraint, Invalid
+from .constraints import Constraint, Invalid, JSONSchema, _cap_strings, _free_strings
 
 if TYPE_CHECKING:
     from ..models.base import Model
@@ -78,17 +83,53 @@ def _prompt(model: Model, messages: list[Message], c: Constraint, instructions: 
     return native, with_instructions(messages, c) if instructions or not native or silent else messages
 
 
+#: Share of a cut output's token budget that a fitted retry leaves to its free strings (the rest is
+#: for the keys, punctuation and the other fields).
+FIT_SHARE = 0.5
+
+
+def fitted(c: Constraint, comp: Completion, s: Sampling, cap: int | None = None) -> tuple[JSONSchema, int] | None:
+    """After ``comp`` stopped at the token limit: ``c``'s schema with every free string capped so
+    the output closes within the limit, and the cap; None where that cannot help (not a JSON
+    Schema, no free string, nothing written). The cap is the strings' share (``FIT_SHARE``) of the
+    budget in characters, at the characters per token this output reached; a previous fit's
+    ``cap`` is at least halved.
+
+    Example: ``{"reasoning": "…`` cut at ``max_tokens=96`` after 380 characters, one free string:
+    the retry's grammar allows ``reasoning`` 0.5 × 96 × 380/96 = 190 characters.
+    """
+    if c.kind != "json_schema" or not comp.text or not isinstance(c.schema(), dict):
+        return None
+    strings = _free_strings(c.schema())
+    budget = s.max_tokens or comp.usage.output_tokens
+    if not strings or not budget:
+        return None
+    per_token = len(comp.text) / max(1, comp.usage.output_tokens or len(comp.text))
+    fit = int(FIT_SHARE * budget * per_token / strings)
+    fit = min(fit, cap // 2) if cap else fit
+    if fit < 1:
+        return None
+    schema = _cap_strings(c.schema(), fit)
+    return JSONSchema(schema, name=getattr(c, "name", None), bounded=getattr(c, "bounded", True)), fit
+
+
 def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int,
-        instructions: bool = False) -> Completion:
-    """One constrained answer: ``Completion.parsed`` holds the validated value."""
+        instructions: bool = False, enforce: Constraint | None = None) -> Completion:
+    """One constrained answer: ``Completion.parsed`` holds the validated value. ``enforce``: the
+    constraint the backend enforces, when not ``c`` itself (a :func:`fitted` one); ``c`` checks."""
     native, msgs = _prompt(model, messages, c, instructions)
+    enforce, cap = enforce or c, None
     for attempt in range(max_retries + 1):
-        comp = model._constrained_call(msgs, s, c if native else None)
+        comp = model._constrained_call(msgs, s, enforce if native else None)
         errors = _validate(c, comp)
         if not errors:
             return comp
         if attempt < max_retries:
-            msgs = _repair(msgs, comp, errors)
+            fit = fitted(c, comp, s, cap) if native and comp.finish_reason == "length" else None
+            if fit is not None:
+                enforce, cap = fit  # the same question under a schema that fits the limit
+            else:
+                msgs = _repair(msgs, comp, errors)
     raise _give_up(c, comp, errors, max_retries + 1)
 
 
@@ -119,4 +160,6 @@ def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, ma
         return
     if max_retries <= 0:
         raise _give_up(c, comp, errors, 1)
-    yield run(model, _repair(msgs, comp, errors), s, c, max_retries - 1, instructions=False).parsed
+    fit = fitted(c, comp, s) if native and comp.finish_reason == "length" else None
+    yield run(model, msgs if fit is not None else _repair(msgs, comp, errors), s, c, max_retries - 1,
+              instructions=False, enforce=fit[0] if fit else None).parsed

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from ..core.errors import ConfigError
 from ..core.types import Chunk, Message, Tool, ToolCall
-from .constraints import JSON_OPTIONS, Constraint, Invalid, _bounded, _validated
+from .constraints import JSON_OPTIONS, Constraint, Invalid, _bounded, _cap_strings, _free_strings, _validated
 
 #: The system prompt that describes the tools (``{tools}``: one JSON line per tool).
 TOOLS_PROMPT = """You can call functions. Their signatures, as JSON Schema, are:
@@ -109,36 +109,6 @@ def _string_budget(max_tokens: int | None, strings: int = 1) -> int | None:
 def _capped_arguments(tool: Tool, max_tokens: int | None):
     schema = _bounded(tool.parameters or {"type": "object"})
     return _cap_strings(schema, _string_budget(max_tokens, _free_strings(schema)))
-
-
-def _free_strings(schema) -> int:
-    """How many free (uncapped-by-schema) string fields ``schema`` has, nested ones included."""
-    if isinstance(schema, list):
-        return sum(_free_strings(x) for x in schema)
-    if not isinstance(schema, dict):
-        return 0
-    types = schema.get("type") if isinstance(schema.get("type"), list) else [schema.get("type")]
-    own = int("string" in types and not any(k in schema for k in ("enum", "const", "pattern", "format")))
-    subs = list(schema.get("properties", {}).values()) + [schema[k] for k in ("items", "anyOf", "oneOf", "allOf") if k in schema]
-    return own + sum(_free_strings(x) for x in subs)
-
-
-def _cap_strings(schema, cap: int | None):
-    """``schema`` with ``maxLength <= cap`` on every free string (not enums, consts, patterns or formats)."""
-    if cap is None:
-        return schema
-    if isinstance(schema, list):
-        return [_cap_strings(x, cap) for x in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: (_cap_strings(v, cap) if isinstance(v, (dict, list)) and k not in ("enum", "const", "default", "examples")
-               else v) for k, v in schema.items()}
-    if "properties" in schema:
-        out["properties"] = {k: _cap_strings(v, cap) for k, v in schema["properties"].items()}
-    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
-    if "string" in types and not any(k in out for k in ("enum", "const", "pattern", "format")):
-        out["maxLength"] = max(min(out.get("maxLength", cap), cap), out.get("minLength", 0))
-    return out
 
 
 def _schema_json(schema: dict) -> str:
