@@ -82,7 +82,7 @@ def test_a_cut_free_string_is_retried_under_a_schema_that_fits_not_in_words():
     strings are capped to fit max_tokens (half the budget, at this output's characters per token);
     a second cut halves the cap. The value is still checked against the schema as given."""
     m = Scripted([('{"name": "Pa', "length"), ('{"name": "P', "length"), '{"name": "Pa", "population": 1}'],
-                 kinds={"json_schema"})
+                 kinds={"json_schema", "grammar"})  # a local backend: token masks
     assert m.json("?", schema=City, max_tokens=12) == City(name="Pa", population=1)
     (first, c1), (second, c2), (third, c3) = m.sent
     assert first == second == third                      # no repair prompt: the grammar does the work
@@ -91,13 +91,17 @@ def test_a_cut_free_string_is_retried_under_a_schema_that_fits_not_in_words():
     assert c3.schema()["properties"]["name"]["maxLength"] == 3   # cut again: halved
     assert "maxLength" not in c2.schema()["properties"]["population"]
     # Nothing to cap (no free string): the words, as before.
-    m = Scripted([('{"population": 12', "length"), '{"population": 1}'], kinds={"json_schema"})
+    m = Scripted([('{"population": 12', "length"), '{"population": 1}'], kinds={"json_schema", "grammar"})
     assert m.json("?", schema={"type": "object", "properties": {"population": {"type": "integer"}}}, max_tokens=5)
     assert "token limit" in m.sent[1][0][-1].content
+    # A provider's schema mode (no token masks): the words too, and the schema as given.
+    m = Scripted([('{"name": "Pa', "length"), '{"name": "Pa", "population": 1}'], kinds={"json_schema"})
+    assert m.json("?", schema=City, max_tokens=12).name == "Pa"
+    assert "token limit" in m.sent[1][0][-1].content and m.sent[1][1] is m.sent[0][1]
 
 
 def test_stream_json_refits_a_cut_string_too():
-    m = Scripted([('{"name": "Paris is', "length"), '{"name": "Pa", "population": 1}'], kinds={"json_schema"})
+    m = Scripted([('{"name": "Paris is', "length"), '{"name": "Pa", "population": 1}'], kinds={"json_schema", "grammar"})
     assert list(m.stream_json("?", schema=City, max_tokens=18))[-1] == City(name="Pa", population=1)
     assert m.sent[1][1].schema()["properties"]["name"]["maxLength"] == 9 and m.sent[0][0] == m.sent[1][0]
 

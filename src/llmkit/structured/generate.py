@@ -7,9 +7,10 @@ output is validated, and an invalid one is sent back with the errors (``REPAIR_P
 ``max_retries`` times before :class:`~llmkit.StructuredOutputError` carries the last text and errors.
 
 An output that a token limit cut inside a free string (a chain-of-thought ``reasoning`` that does
-not stop) is not re-asked in words where the backend enforces the schema: the retry enforces the
-same schema with its free strings capped to fit the limit (:func:`fitted`), and the result is
-still checked against the schema as given.
+not stop) is not re-asked in words where the backend masks tokens by the schema (local models):
+the retry enforces the same schema with its free strings capped to fit the limit (:func:`fitted`),
+and the result is still checked against the schema as given. Providers keep the words (their
+schema modes do not all take or enforce ``maxLength``).
 
 These functions back ``Model.chat(constraint=...)``, ``Model.json``, ``Model.choose`` and
 ``Model.stream_json``; call those.
@@ -113,6 +114,12 @@ def fitted(c: Constraint, comp: Completion, s: Sampling, cap: int | None = None)
     return JSONSchema(schema, name=getattr(c, "name", None), bounded=getattr(c, "bounded", True)), fit
 
 
+def _refit(model: Model, native: bool, comp: Completion) -> bool:
+    """Whether a failed output is retried under a :func:`fitted` schema: cut by the token limit, on
+    a backend that masks tokens by the grammar (it takes ``Grammar``), so a cap holds exactly."""
+    return native and comp.finish_reason == "length" and "grammar" in model.constraint_kinds
+
+
 def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_retries: int,
         instructions: bool = False, enforce: Constraint | None = None) -> Completion:
     """One constrained answer: ``Completion.parsed`` holds the validated value. ``enforce``: the
@@ -125,7 +132,7 @@ def run(model: Model, messages: list[Message], s: Sampling, c: Constraint, max_r
         if not errors:
             return comp
         if attempt < max_retries:
-            fit = fitted(c, comp, s, cap) if native and comp.finish_reason == "length" else None
+            fit = fitted(c, comp, s, cap) if _refit(model, native, comp) else None
             if fit is not None:
                 enforce, cap = fit  # the same question under a schema that fits the limit
             else:
@@ -160,6 +167,6 @@ def stream(model: Model, messages: list[Message], s: Sampling, c: Constraint, ma
         return
     if max_retries <= 0:
         raise _give_up(c, comp, errors, 1)
-    fit = fitted(c, comp, s) if native and comp.finish_reason == "length" else None
+    fit = fitted(c, comp, s) if _refit(model, native, comp) else None
     yield run(model, msgs if fit is not None else _repair(msgs, comp, errors), s, c, max_retries - 1,
               instructions=False, enforce=fit[0] if fit else None).parsed
