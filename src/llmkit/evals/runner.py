@@ -14,7 +14,6 @@ under ``$LLMKIT_HOME/evals/runs/`` (written atomically) for ``llmkit eval report
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, LLMKitError, OverloadedError, ProviderError, RateLimitError
+from ..core.files import atomic_write
 from ..core.settings import home
 from .assertions import evaluate, score_case
 from .cache import Cache, key
@@ -85,11 +85,8 @@ class Run:
 
     def save(self, path: Path | None = None) -> Path:
         path = Path(path) if path else runs_dir() / f"{self.id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1, default=str))
-        os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one, never half of one
-        return path
+        # atomic: a crash leaves the old file or the new one, never half of one
+        return atomic_write(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1, default=str))
 
 
 def runs_dir() -> Path:

@@ -20,7 +20,8 @@ from ..core.errors import ConfigError
 from .config import resolve
 from .data import IGNORE, as_messages, collate, read_split
 from .distill_config import DistillConfig
-from .loop import TrainResult, atomic_write, fit
+from ..core.files import atomic_write
+from .loop import TrainResult, fit
 from .model import logits_at, finish, load_for_training, model_path
 
 

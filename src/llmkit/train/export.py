@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.files import atomic_path, scratch_path
 from ..core.progress import steps
 
 # quant → (float type written by gguf-py, llama.cpp ftype to quantize to afterwards or None)
@@ -86,10 +87,10 @@ def _export(model_dir: Path, out: Path, quant: str, name: str) -> Path:
     if ftype is not None and any(dtype == "BF16" for *_, dtype in plan):
         kind = "bf16"  # a bf16 checkpoint keeps its range on the way to the quantizer (f16 tops out at 65504)
     if ftype is None:
-        with _atomic(out) as tmp:
+        with atomic_path(out) as tmp:
             _write_model(name, model_dir, config, arch, plan, kind, tmp)
         return out
-    with _scratch(out) as floats, _atomic(out) as tmp:
+    with scratch_path(out) as floats, atomic_path(out) as tmp:
         _write_model(name, model_dir, config, arch, plan, kind, floats)
         _quantize(floats, tmp, ftype, quant)
     return out
@@ -348,26 +349,6 @@ def _safetensors(folder: Path, stem: str) -> Iterator[dict[str, _Tensor]]:
         raise ConfigError(f"{folder} has no {stem}*.safetensors; save the model with safe_serialization (the default)")
     handles = [safe_open(str(f), framework="pt") for f in files]
     yield {k: _Tensor(h, k) for h in handles for k in h.keys()}
-
-
-@contextmanager
-def _scratch(out: Path) -> Iterator[Path]:
-    """A temp path beside ``out`` (same filesystem, so a rename is atomic), always removed afterwards."""
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
-@contextmanager
-def _atomic(out: Path) -> Iterator[Path]:
-    """A temp path renamed onto ``out`` when the block succeeds: a crash never leaves half a file."""
-    with _scratch(out) as tmp:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model is for everyone who can read the folder
-        os.replace(tmp, out)
 
 
 def _folder(path: str | Path, what: str) -> Path:

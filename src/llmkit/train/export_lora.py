@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.files import atomic_path
 from .export import (
     FILE_TYPES,
-    _atomic,
     _config,
     _folder,
     _json,
@@ -87,7 +87,7 @@ def export_lora_gguf(adapter_dir: str | Path, out_path: str | Path, base_dir: st
             pairs.append((f"{target}.lora_b", load_b, b.shape(), b.dtype))
         if not pairs:
             raise ConfigError(f"{adapter_dir} holds no LoRA tensors")
-        with _atomic(out) as tmp:
+        with atomic_path(out) as tmp:
             w = gguf.GGUFWriter(tmp, arch)
             w.add_type(gguf.GGUFType.ADAPTER)
             w.add_string(gguf.Keys.Adapter.TYPE, "lora")

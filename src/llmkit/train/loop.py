@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import ConfigError
+from ..core.files import atomic_write
 from .config import TrainConfig
 from .data import batches as epoch_batches
 
@@ -348,13 +349,3 @@ def plot_curves(history: list[dict], evals: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ...core.files import atomic_open
 
 MAGIC = b"LLMKANN\x02"
 M = 16  # links per node (2x on the bottom layer): the usual default; the benchmark used it for every library
@@ -160,18 +161,10 @@ class ANNIndex:
                              "hnswlib": {k: v for k, v in state.items() if not isinstance(v, np.ndarray)},
                              "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()],
                              "crc32": crc}).encode()
-        tmp = f"{path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + struct.pack("<I", len(header)) + header)
-                for a in arrays.values():
-                    f.write(memoryview(a).cast("B"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            f.write(MAGIC + struct.pack("<I", len(header)) + header)
+            for a in arrays.values():
+                f.write(memoryview(a).cast("B"))
 
     @classmethod
     def load(cls, path: str | Path) -> ANNIndex:

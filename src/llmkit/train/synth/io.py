@@ -11,14 +11,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ...core.errors import ConfigError
+from ...core.files import atomic_open
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -76,20 +75,10 @@ def write_jsonl(rows: Iterable[dict], path: str | Path) -> Path:
     Example:
         >>> write_jsonl(rows, "data/train.jsonl")
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, row in enumerate(rows, 1):
-                f.write(json.dumps(check_row(row, f"row {i}"), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path) as f:
+        for i, row in enumerate(rows, 1):
+            f.write(json.dumps(check_row(row, f"row {i}"), ensure_ascii=False) + "\n")
+    return Path(path)
 
 
 def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
