@@ -162,6 +162,30 @@ def test_bounded_generation_is_a_subset_of_the_schema():
         assert raw.check(runaway) is not None                             # and they validate: a subset, not a change
 
 
+def test_a_date_is_generated_only_if_it_is_on_the_calendar():
+    """llguidance's ``date`` format admits February 29 of any year; the validator does not. The
+    bounded schema generates exactly the dates the validator accepts (checked day by day)."""
+    import datetime
+    import re
+
+    from llmkit.structured import JSONSchema
+    from llmkit.structured.constraints import DATE_PATTERN
+
+    c, raw = JSONSchema({"type": "string", "format": "date"}), JSONSchema({"type": "string", "format": "date"}, bounded=False)
+    assert _accepts(raw, '"2022-02-29"')                                   # the gap
+    assert not _accepts(c, '"2022-02-29"') and _accepts(c, '"2024-02-29"') and _accepts(c, '"2000-02-29"')
+    assert not _accepts(c, '"1900-02-29"') and not _accepts(c, '"2026-04-31"') and _accepts(c, '"2026-11-26"')
+
+    def real(text):
+        try:
+            return bool(datetime.date.fromisoformat(text))
+        except ValueError:
+            return False
+
+    days = [f"{y:04d}-{m:02d}-{d:02d}" for y in (*range(0, 2101), 2400, 9999) for m in range(0, 14) for d in range(0, 33)]
+    assert [t for t in days if bool(re.match(DATE_PATTERN, t)) != real(t)] == []
+
+
 def test_bounds_respect_what_the_schema_says():
     from llmkit.structured.constraints import _bounded
 
